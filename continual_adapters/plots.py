@@ -73,8 +73,7 @@ def plot_accuracy_matrix(
         raise ConfigError(f"R must be {size} x {size} to match {size} task names")
     matrix = np.array([_scores(row, "R") for row in rows])
     masked = np.ma.masked_invalid(matrix)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#eeeeee")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#eeeeee")
 
     side = max(4.5, 1.1 * size + 2.5)
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
