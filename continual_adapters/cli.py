@@ -1,0 +1,199 @@
+"""`cadapt`: a thin command line over the Python API.
+
+Library code raises `CadaptError`s; this is the only place that turns them into
+`Error: …` on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .config import AdapterConfig
+from .errors import CadaptError
+from .registry import Registry
+from .taskdata import DataSpec, with_overrides
+from .training import TrainConfig
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CadaptError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _emit(data, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _registry(ctx) -> Registry:
+    return Registry(ctx.obj["url"], ctx.obj["artifacts"])
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--registry", "url", envvar="CADAPT_REGISTRY", default=None, metavar="URL",
+              help="SQLAlchemy URL or SQLite path [env CADAPT_REGISTRY; default ./registry.db].")
+@click.option("--artifacts", envvar="CADAPT_ARTIFACTS", default=None, metavar="DIR",
+              help="Bundle folder for non-SQLite registries [env CADAPT_ARTIFACTS].")
+@click.pass_context
+def cli(ctx, url, artifacts):
+    """Continual learning with Houlsby adapters: one frozen encoder, one small adapter per task."""
+    ctx.obj = {"url": url, "artifacts": artifacts}
+
+
+@cli.command()
+@click.pass_context
+def init(ctx):
+    """Create the registry (idempotent)."""
+    registry = _registry(ctx)
+    registry.init()
+    click.echo(f"registry ready: {registry.url} (bundles in {registry.root})")
+
+
+@cli.command()
+@json_option
+@click.option("--all", "show_all", is_flag=True, help="Include retired and pending tasks.")
+@click.pass_context
+def tasks(ctx, as_json, show_all):
+    """List tasks in stream order."""
+    registry = _registry(ctx)
+    rows = []
+    for task in registry.tasks(include_retired=show_all, include_pending=show_all):
+        row = {"position": task.position, "name": task.name, "status": task.status, "method": task.method,
+               "labels": len(task.labels), "metric": task.primary_metric, "value": None, "params": None}
+        if task.status == "ready":
+            bundle = registry.bundle(task.name)
+            row["params"] = bundle.param_counts.get("total")
+            row["bytes"] = bundle.size_bytes
+            scores = [e for e in registry.evaluations(task.name, kind="registration") if e.metric == task.primary_metric]
+            row["value"] = scores[0].value if scores else None
+        rows.append(row)
+    lines = [f"{'#':>3}  {'task':<24} {'status':<8} {'method':<9} {'metric':<9} {'value':>7} {'params':>10}"]
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        lines.append(f"{r['position'] or '-':>3}  {r['name']:<24} {r['status']:<8} {r['method']:<9} "
+                     f"{r['metric']:<9} {value:>7} {r['params'] or '':>10}")
+    _emit(rows, as_json, "\n".join(lines) if rows else "no tasks yet: add one with `cadapt add-task`")
+
+
+@cli.command()
+@click.argument("task")
+@json_option
+@click.pass_context
+def show(ctx, task, as_json):
+    """A task's bundle, parameters, metrics history and the unchanged-hash proof."""
+    from .reporting import task_details, format_task_details
+
+    details = task_details(_registry(ctx), task)
+    _emit(details, as_json, format_task_details(details))
+
+
+@cli.command()
+@click.argument("task")
+@click.pass_context
+def remove(ctx, task):
+    """Retire a task: its row is kept as retired, its bundle file is deleted."""
+    record = _registry(ctx).remove_task(task)
+    click.echo(f"retired {record.name}")
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Delete orphan files and pending rows of dead runs.")
+@json_option
+@click.pass_context
+def fsck(ctx, repair, as_json):
+    """Check bundle files against the database; list (and with --repair remove) leftovers."""
+    report = _registry(ctx).fsck(repair=repair)
+    data = {"ok": report.ok, "orphan_files": report.orphan_files, "dead_pending": report.dead_pending,
+            "missing_files": report.missing_files, "checksum_mismatches": report.checksum_mismatches,
+            "repaired": report.repaired}
+    text = "\n".join([f"{k}: {', '.join(v) if v else 'none'}" for k, v in data.items() if isinstance(v, list)]
+                     + ["ok" if report.ok else "problems found" + ("" if repair else " (run with --repair)")])
+    _emit(data, as_json, text)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides) -> DataSpec:
+    if data:
+        return DataSpec.from_folder(data, data_dir, **overrides)
+    return with_overrides(DataSpec(train=train, dataset=dataset),
+                          validation=validation, test=test, subset=subset, **overrides)
+
+
+@cli.command("add-task")
+@click.argument("name")
+@click.option("--data", type=click.Path(), help="Dataset folder with {train,validation,test}.jsonl and dataset.json.")
+@click.option("--data-dir", envvar="CADAPT_DATA_DIR", type=click.Path(),
+              help="Where --data names are looked up [env CADAPT_DATA_DIR; default ../shared/data].")
+@click.option("--train", type=click.Path(), help="Training file (JSONL, JSON, CSV, TSV, parquet).")
+@click.option("--validation", type=click.Path(), help="Validation file; carved from train (10%, seed) if absent.")
+@click.option("--test", type=click.Path(), help="Test file; the task's evaluation split if given.")
+@click.option("--dataset", help="Hugging Face hub dataset id (online use), e.g. glue.")
+@click.option("--subset", help="Hub dataset configuration, e.g. sst2.")
+@click.option("--text-column", default=None, help="Text column [text].")
+@click.option("--text-pair-column", default=None, help="Second text column for sentence pairs.")
+@click.option("--label-column", default=None, help="Label column [label].")
+@click.option("--labels", default=None, help="Comma-separated label order (class ids follow it).")
+@click.option("--head", type=click.Choice(["classification", "regression"]), default=None)
+@click.option("--metric", default=None, help="Primary metric: accuracy, macro_f1, mcc; pearson, spearman, mse.")
+@click.option("--max-train", type=int, default=None, help="Keep a seeded random subset of the training split.")
+@click.option("--max-eval", type=int, default=None, help="Cap validation and test splits likewise.")
+@click.option("--adapter-size", default="64", help="Bottleneck m, or 'auto' to pick from 8, 64, 256 on validation.")
+@click.option("--activation", default="gelu", show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--max-length", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cuda, mps or cpu [auto].")
+@click.option("--encoder", default=None, help="Base encoder for a new registry [all-MiniLM-L6-v2].")
+@click.option("--skip-reeval", is_flag=True, help="Do not re-evaluate earlier tasks (recorded as skipped).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+@click.pass_context
+def add_task(ctx, name, data, data_dir, train, validation, test, dataset, subset, text_column,
+             text_pair_column, label_column, labels, head, metric, max_train, max_eval, adapter_size,
+             activation, epochs, batch_size, lr, max_length, seed, device, encoder, skip_reeval, quiet, as_json):
+    """Train a new task's adapter, prove earlier tasks untouched, and register it."""
+    from .runner import Runner
+
+    overrides = dict(text_column=text_column, pair_column=text_pair_column, label_column=label_column,
+                     labels=tuple(v.strip() for v in labels.split(",")) if labels else None,
+                     head=head, metric=metric, max_train=max_train, max_eval=max_eval)
+    spec = _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides)
+    auto = adapter_size == "auto"
+    if not auto and not adapter_size.isdigit():
+        raise click.BadParameter("an integer or 'auto'", param_hint="--adapter-size")
+    adapter = AdapterConfig(bottleneck=64 if auto else int(adapter_size), activation=activation)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
+    _quiet_libraries(quiet or as_json)
+    runner = Runner(_registry(ctx), encoder=encoder, device=device, progress=not (quiet or as_json))
+    result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval)
+    counts = result.param_counts
+    lines = [f"task {name} ready at position {result.task.position}",
+             f"  {result.eval_split}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items()),
+             f"  parameters added: {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of the base)",
+             f"  bundle sha256: {result.bundle_sha256}"]
+    lines += [f"  re-evaluated {k}: {v:.4f}" for k, v in result.reevaluated.items()]
+    lines.append("  base and earlier bundles unchanged: yes (hashes before == after)")
+    _emit(result.to_dict(), as_json, "\n".join(lines))
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    import transformers
+
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main() -> None:
+    cli(prog_name="cadapt")

@@ -1,0 +1,206 @@
+"""The sequential-task runner: add one task to a registry without touching any earlier one.
+
+`Runner.add_task` is the whole protocol, in order:
+
+1. validate the name and load every split (nothing is written if the data is bad);
+2. load the base encoder and every ready bundle (sha256-verified) and hash all of them;
+3. register the task as `pending`, train its modules, evaluate them;
+4. write the bundle file (temp name, fsync, rename) and re-evaluate every earlier task;
+5. hash the base and every earlier bundle again: any difference aborts;
+6. commit the bundle, the new row of the accuracy matrix and the proof in one transaction.
+
+Any failure after step 3 removes the pending row and the file, leaving the registry as it was.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .bundle import bundle_bytes, sha256_file
+from .config import AdapterConfig, TaskSpec
+from .errors import IntegrityError, TaskExistsError
+from .model import ContinualModel
+from .registry import BundleDraft, EvaluationDraft, Registry, TaskRecord, validate_name
+from .taskdata import DataSpec, load_eval_split, load_task_data
+from .training import TrainConfig, encode, evaluate, resolve_device, train_task
+
+AUTO_SIZES = (8, 64, 256)
+PROBE_SIZE = 8
+
+
+@dataclass
+class AddTaskResult:
+    task: TaskRecord
+    scores: dict[str, float]
+    eval_split: str
+    param_counts: dict
+    bundle_sha256: str
+    history: list[dict]
+    size_search: list[dict]
+    reevaluated: dict[str, float] = field(default_factory=dict)
+    proof: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"task": self.task.name, "position": self.task.position, "status": self.task.status,
+                "metric": self.task.primary_metric, "eval_split": self.eval_split, "scores": self.scores,
+                "param_counts": self.param_counts, "bundle_sha256": self.bundle_sha256,
+                "history": self.history, "size_search": self.size_search,
+                "reevaluated": self.reevaluated, "unchanged": self.proof.get("unchanged")}
+
+
+def library_versions() -> dict:
+    import safetensors
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "safetensors": safetensors.__version__}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class Runner:
+    """Holds one registry and, lazily, the model with every ready task attached."""
+
+    def __init__(self, registry: Registry, encoder: str | None = None, device: str | None = None,
+                 progress: bool = True):
+        self.registry = registry
+        self.encoder = encoder
+        self.device = resolve_device(device)
+        self.progress = progress
+        self._model: ContinualModel | None = None
+
+    @property
+    def model(self) -> ContinualModel:
+        if self._model is None:
+            base = self.registry.base_model()
+            model = ContinualModel.from_pretrained(self.encoder or (base.name if base else None))
+            if base is not None and base.sha256 != model.base_sha256():
+                raise IntegrityError(f"registry was built on base weights {base.sha256}, "
+                                     f"{model.base_name} has {model.base_sha256()}")
+            self._model = model.to(self.device).eval()
+            for task in self.registry.tasks():
+                self.attach(task.name)
+        return self._model
+
+    def attach(self, name: str) -> None:
+        """Loads a ready task's bundle into the model after checking its recorded sha256."""
+        record = self.registry.verify_bundle(name)
+        if name not in self.model.tasks:
+            self.model.load_task(self.registry.bundle_path(name), expected_sha256=record.sha256)
+
+    def snapshot(self, names: list[str]) -> dict:
+        """Hashes of the base weights, every earlier bundle file and every attached task's tensors."""
+        model = self.model
+        return {"base_sha256": model.base_sha256(refresh=True),
+                "bundle_files": {n: sha256_file(self.registry.bundle_path(n)) for n in names},
+                "task_tensors": {n: model.task_sha256(n) for n in names}}
+
+    def evaluate_task(self, name: str, batch_size: int = 64):
+        """Re-evaluates a registered task on the split recorded with it."""
+        task = self.registry.task(name)
+        self.attach(name)
+        split, targets = load_eval_split(task.data, task.labels)
+        spec = self.model.spec(name)
+        max_length = self.registry.bundle(name).hyperparameters.get("max_length", 128)
+        encoded = encode(self.model.tokenizer, split.texts, split.pairs, targets, max_length, spec.head)
+        return evaluate(self.model, name, encoded, batch_size, progress=self.progress)
+
+    def add_task(self, name: str, data: DataSpec, adapter: AdapterConfig | None = None,
+                 train: TrainConfig | None = None, auto_size: bool = False,
+                 skip_reeval: bool = False, method: str = "adapters") -> AddTaskResult:
+        validate_name(name)
+        adapter = adapter or AdapterConfig()
+        train = train or TrainConfig()
+        self.registry.ensure()
+        existing = {t.name: t for t in self.registry.tasks(include_retired=True, include_pending=True)}
+        if name in existing:
+            raise TaskExistsError(f"task {name!r} already exists ({existing[name].status})")
+        loaded = load_task_data(data)
+        model = self.model
+        earlier = [t.name for t in self.registry.tasks()]
+        before = self.snapshot(earlier)
+        self.registry.begin_task(name, labels=loaded.labels, head=data.head, method=method,
+                                 primary_metric=data.primary_metric, data=loaded.provenance(data))
+        try:
+            return self._train_and_register(name, data, loaded, adapter, train, auto_size,
+                                            skip_reeval, method, earlier, before)
+        except BaseException:
+            if name in model.tasks:
+                model.remove_task(name)
+            self.registry.abort_task(name)
+            raise
+
+    def _train_and_register(self, name, data, loaded, adapter, train, auto_size, skip_reeval,
+                            method, earlier, before) -> AddTaskResult:
+        model = self.model
+        metric = data.primary_metric
+
+        def encoded(split_name, split):
+            return encode(model.tokenizer, split.texts, split.pairs, loaded.targets[split_name],
+                          train.max_length, data.head)
+
+        train_set, val_set = encoded("train", loaded.train), encoded("validation", loaded.validation)
+        sizes = AUTO_SIZES if auto_size else (adapter.bottleneck,)
+        search, best = [], None
+        for size in sizes:
+            spec = TaskSpec(name, labels=tuple(loaded.labels), head=data.head,
+                            adapter=replace(adapter, bottleneck=size))
+            torch.manual_seed(train.seed)
+            model.add_task(spec)
+            result = train_task(model, name, train_set, val_set, train, metric, progress=self.progress)
+            search.append({"bottleneck": size, "best_epoch": result.best_epoch, f"validation_{metric}": result.best_score})
+            if best is None or result.best_score > best[1].best_score:
+                best = (spec, result, {k: v.clone() for k, v in model.task_modules(name).state_dict().items()})
+            model.remove_task(name)
+        spec, result, state = best
+        model.add_task(spec).load_state_dict(state)
+        model.eval()
+
+        evaluation = evaluate(model, name, encoded(loaded.eval_split, loaded.evaluation),
+                              train.eval_batch_size, progress=self.progress)
+        rel, sha, size = self.registry.write_file(name, bundle_bytes(model, name))
+        drafts = [EvaluationDraft(name, loaded.eval_split, m, v, evaluation.predictions_sha256)
+                  for m, v in evaluation.scores.items()]
+        reevaluated = {}
+        for other in earlier:
+            if skip_reeval:
+                task = self.registry.task(other)
+                drafts.append(EvaluationDraft(other, task.data["eval_split"], task.primary_metric, 0.0, kind="skipped"))
+                continue
+            again = self.evaluate_task(other, train.eval_batch_size)
+            task = self.registry.task(other)
+            reevaluated[other] = again.scores[task.primary_metric]
+            drafts.extend(EvaluationDraft(other, task.data["eval_split"], m, v, again.predictions_sha256, kind="reeval")
+                          for m, v in again.scores.items())
+        after = self.snapshot(earlier)
+        if after != before:
+            changed = [k for k in before if before[k] != after[k]]
+            raise IntegrityError(f"earlier tasks or the base changed while adding {name!r}: {changed}")
+        proof = {"before": before, "after": after, "unchanged": True,
+                 "golden": {"rows": list(range(min(PROBE_SIZE, len(evaluation.logits)))),
+                            "logits": evaluation.logits[:PROBE_SIZE].tolist()}}
+        hyper = {**train.to_dict(), "adapter": spec.adapter.__dict__, "method": method,
+                 "best_epoch": result.best_epoch, "history": result.history, "size_search": search,
+                 "device": str(model.device), "steps": result.steps, "train_tokens": result.train_tokens}
+        counts = model.parameter_counts(name).to_dict()
+        self.registry.set_base_model(model.base_name, model.base_sha256(), model.base_parameter_count,
+                                     model.architecture, model.hidden_size, model.num_layers)
+        draft = BundleDraft(path=rel, sha256=sha, size_bytes=size, config={"task": spec.to_dict()},
+                            param_counts=counts, hyperparameters=hyper, seed=train.seed,
+                            library_versions=library_versions(), git_commit=git_commit(),
+                            wall_time_s=result.wall_time_s)
+        record = self.registry.finish_task(name, draft, drafts, proof)
+        return AddTaskResult(record, evaluation.scores, loaded.eval_split, counts, sha, result.history,
+                             search, reevaluated, proof)
