@@ -91,11 +91,11 @@ def read_dataset_json(folder: str | Path) -> dict:
 def _read_table(path: Path):
     import datasets
 
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     builder = BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(BUILDERS)}")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}

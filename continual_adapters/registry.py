@@ -18,6 +18,7 @@ callable; it receives each step name and may raise.
 """
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -40,6 +41,9 @@ from sqlalchemy.types import TypeDecorator
 
 from continual_adapters.errors import (ConfigError, IntegrityError, RegistryError, SchemaVersionError,
                                        TaskExistsError, TaskNotFoundError)
+
+__all__ = ["SCHEMA_VERSION", "CRASH_POINTS", "BaseModelRecord", "TaskRecord", "BundleDraft", "BundleRecord",
+           "EvaluationDraft", "EvaluationRecord", "FsckReport", "Registry", "resolve_url", "validate_name"]
 
 SCHEMA_VERSION = 1
 CRASH_POINTS = ("after_tmp_write", "after_fsync", "after_rename", "before_commit", "after_commit")
@@ -277,14 +281,6 @@ class FsckReport:
 
 def _record(cls: type, row: Any, **extra: Any) -> Any:
     return cls(**{f.name: extra[f.name] if f.name in extra else getattr(row, f.name) for f in fields(cls)})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _sha256_file(path: Path) -> str:
@@ -820,4 +816,4 @@ class Registry:
                 link = os.readlink(path) if path.is_symlink() else None
                 files.append({"path": rel, "link": link, "sha256": None if link else _sha256_file(path)})
         content["files"] = sorted(files, key=lambda f: f["path"])
-        return _jsonable(content)
+        return json.loads(json.dumps(content, sort_keys=True, default=datetime.isoformat))

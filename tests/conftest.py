@@ -47,3 +47,42 @@ def data_dir() -> Path:
     if not (DATA_DIR / "sst2" / "train.jsonl").exists():
         pytest.fail(f"real data not found at {DATA_DIR}; set CADAPT_DATA_DIR")
     return DATA_DIR
+
+
+def cli_ok(*args, env=None):
+    """Runs `cadapt ARGS` in-process and fails the test with its output if it did not exit 0."""
+    from click.testing import CliRunner
+
+    from continual_adapters.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def real_task_args(data_dir: Path, name: str, max_train: int, max_eval: int = 200, epochs: int = 2):
+    folder = data_dir / name
+    args = ["add-task", name, "--train", folder / "train.jsonl", "--validation", folder / "validation.jsonl",
+            "--test", folder / "test.jsonl", "--max-train", max_train, "--max-eval", max_eval,
+            "--epochs", epochs, "--lr", "3e-3", "--quiet"]
+    if (folder / "dataset.json").read_text().count('"pair": true'):
+        args += ["--text-pair-column", "text_pair"]
+    return args
+
+
+@pytest.fixture(scope="session")
+def stream(tmp_path_factory):
+    """A registry holding two real tasks (SST-2, TREC) on the real default encoder, added via the CLI.
+
+    Shared by the runner, CLI, audit and report tests so the real training runs once.
+    """
+    if not (DATA_DIR / "sst2" / "train.jsonl").exists():
+        pytest.fail(f"real data not found at {DATA_DIR}; set CADAPT_DATA_DIR")
+    root = tmp_path_factory.mktemp("stream")
+    url = str(root / "registry.db")
+    cli_ok("--registry", url, "init")
+    first = cli_ok("--registry", url, *real_task_args(DATA_DIR, "sst2", 400), "--json")
+    second = cli_ok("--registry", url, *real_task_args(DATA_DIR, "trec", 400), "--json")
+    import json
+
+    return {"url": url, "root": root, "outputs": [json.loads(first.output), json.loads(second.output)]}

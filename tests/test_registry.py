@@ -2,6 +2,7 @@
 
 Bundle bytes are random: the registry only cares that the file on disk is the one the row names.
 """
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -71,6 +72,9 @@ def test_init_is_idempotent_and_required(tmp_path):
     assert reg.root == tmp_path / "registry" and (reg.root / "bundles").is_dir()
     assert [t.name for t in reg.tasks()] == ["a"]
     assert Registry(tmp_path / "other.db").ensure().initialized()
+    dump = json.loads(json.dumps(reg.dump()))
+    assert dump["meta"] == {"schema_version": "1"} and dump["tasks"][0]["created_at"].endswith("+00:00")
+    assert [f["path"] for f in dump["files"]] == [reg.bundle("a").path]
 
 
 def test_url_resolution(tmp_path, monkeypatch):

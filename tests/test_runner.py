@@ -1,0 +1,84 @@
+"""The sequential runner on real data and the real default encoder (see the `stream` fixture)."""
+import json
+
+import pytest
+import torch
+
+from conftest import DATA_DIR, cli_ok, real_task_args
+from continual_adapters.errors import DataError, TaskExistsError
+from continual_adapters.registry import Registry
+from continual_adapters.runner import Runner
+from continual_adapters.taskdata import DataSpec
+
+
+def test_both_tasks_ready_and_accurate(stream):
+    registry = Registry(stream["url"])
+    tasks = registry.tasks()
+    assert [(t.name, t.status, t.position) for t in tasks] == [("sst2", "ready", 1), ("trec", "ready", 2)]
+    sst2, trec = stream["outputs"]
+    assert sst2["scores"]["accuracy"] > 0.65  # chance is 0.5
+    assert trec["scores"]["accuracy"] > 0.40  # six classes, majority class 0.23 on the test set
+
+
+def test_accuracy_matrix_rows_and_exact_reevaluation(stream):
+    names, R = Registry(stream["url"]).accuracy_matrix()
+    assert names == ["sst2", "trec"]
+    assert R[0][1] is None and R[1][1] is not None
+    assert R[1][0] == R[0][0]
+    evals = {(e.after_tasks, e.metric): e for e in Registry(stream["url"]).evaluations("sst2")}
+    assert evals[(1, "accuracy")].predictions_sha256 == evals[(2, "accuracy")].predictions_sha256
+
+
+def test_hash_proof_recorded(stream):
+    registry = Registry(stream["url"])
+    proof = registry.task("trec").proof
+    assert proof["unchanged"] is True
+    assert proof["before"] == proof["after"]
+    assert proof["before"]["bundle_files"]["sst2"] == registry.bundle("sst2").sha256
+    assert proof["before"]["base_sha256"] == registry.base_model().sha256
+
+
+def test_earlier_task_logits_unchanged_by_training_a_second(stream):
+    """Load the stream's model and compare sst2's golden logits, stored at registration, bit for bit."""
+    registry = Registry(stream["url"])
+    runner = Runner(registry, progress=False)
+    evaluation = runner.evaluate_task("sst2")
+    golden = torch.tensor(registry.task("sst2").proof["golden"]["logits"])
+    assert torch.equal(evaluation.logits[: len(golden)], golden)
+
+
+def test_show_prints_metrics_and_proof(stream):
+    out = cli_ok("--registry", stream["url"], "show", "trec").output
+    assert "after 2:" in out and "sst2 bundle" in out and "before == after: True" in out
+    data = json.loads(cli_ok("--registry", stream["url"], "show", "sst2", "--json").output)
+    assert [e["after_tasks"] for e in data["evaluations"] if e["metric"] == "accuracy"] == [1, 2]
+
+
+def test_json_output_has_metrics_and_parameter_counts(stream):
+    out = stream["outputs"][1]
+    assert set(out["scores"]) == {"accuracy", "macro_f1", "mcc"}
+    counts = out["param_counts"]
+    assert counts["adapter"] == 2 * 6 * (2 * 64 * 384 + 384 + 64)
+    assert counts["total"] == counts["adapter"] + counts["layer_norm"] + counts["head"]
+    assert out["reevaluated"] == {"sst2": stream["outputs"][0]["scores"]["accuracy"]}
+
+
+def test_duplicate_name_via_api_is_rejected_before_any_work(stream):
+    registry = Registry(stream["url"])
+    before = registry.dump()
+    spec = DataSpec.from_folder(DATA_DIR / "sst2", max_train=10)
+    with pytest.raises(TaskExistsError):
+        Runner(registry, progress=False).add_task("sst2", spec)
+    assert registry.dump() == before
+
+
+def test_carved_validation_is_recorded(tmp_path, data_dir):
+    spec = DataSpec(train=str(data_dir / "trec" / "train.jsonl"), max_train=120)
+    from continual_adapters.taskdata import load_task_data
+
+    loaded = load_task_data(spec)
+    assert loaded.validation.source["carved_from"] == "train"
+    assert len(loaded.train) + len(loaded.validation) == 120
+    assert loaded.eval_split == "validation"
+    with pytest.raises(DataError):
+        load_task_data(DataSpec(train=str(tmp_path / "missing.jsonl")))
