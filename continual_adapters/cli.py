@@ -195,5 +195,30 @@ def _quiet_libraries(quiet: bool) -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+@cli.command("audit")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Allowed score difference (across devices or library versions); 0 demands an exact match.")
+@click.option("--device", default=None)
+@json_option
+@click.pass_context
+def audit_command(ctx, tolerance, device, as_json):
+    """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed."""
+    from .audit import audit
+    from .runner import Runner
+
+    _quiet_libraries(True)
+    report = audit(Runner(_registry(ctx), device=device, progress=False), tolerance)
+    lines = []
+    for t in report.tasks:
+        detail = f"{t.measured:.4f} (recorded {t.recorded:.4f})" if t.measured is not None else ""
+        lines.append(f"{'PASS' if t.ok else 'FAIL'}  {t.task:<24} {detail}")
+        lines += [f"      {p}" for p in t.problems]
+    mode = "exact" if tolerance == 0 else f"tolerance {tolerance}"
+    lines.append(f"audit {'passed' if report.ok else 'FAILED'} ({len(report.tasks)} tasks, {mode})")
+    _emit(report.to_dict(), as_json, "\n".join(lines))
+    if not report.ok:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="cadapt")

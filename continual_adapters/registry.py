@@ -17,39 +17,37 @@ flush, like a kill -9). In-process tests may instead set the module attribute ``
 callable; it receives each step name and may raise.
 """
 
-import hashlib
 import json
 import math
 import os
 import re
-import secrets
 import socket
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, MetaData, String, UniqueConstraint,
-                        create_engine, event, func, inspect, select)
+from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session
 
+from continual_adapters.artifacts import (_owned_by, _owner_alive, bundle_entries, bundles_dir, file_problem,
+                                          list_files, remove_unreferenced, safe_path, write_bundle)
 from continual_adapters.errors import (ConfigError, IntegrityError, RegistryError, SchemaVersionError,
                                        TaskExistsError, TaskNotFoundError)
+from continual_adapters.records import (BaseModelRecord, BundleDraft, BundleRecord, EvaluationDraft,
+                                        EvaluationRecord, FsckReport, TaskRecord, _record)
+from continual_adapters.schema import STATUSES  # noqa: F401  (re-exported: it used to be defined here)
+from continual_adapters.schema import EVAL_KINDS, HEADS, _Base, _BaseModel, _Bundle, _Evaluation, _Meta, _now, _Task
 
 __all__ = ["SCHEMA_VERSION", "CRASH_POINTS", "BaseModelRecord", "TaskRecord", "BundleDraft", "BundleRecord",
            "EvaluationDraft", "EvaluationRecord", "FsckReport", "Registry", "resolve_url", "validate_name"]
 
 SCHEMA_VERSION = 1
 CRASH_POINTS = ("after_tmp_write", "after_fsync", "after_rename", "before_commit", "after_commit")
-STATUSES = ("pending", "ready", "failed", "retired")
-HEADS = ("classification", "regression")
-EVAL_KINDS = ("registration", "reeval", "audit", "skipped")
 DEFAULT_STALE_AFTER = 24 * 3600.0
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -80,249 +78,6 @@ def resolve_url(url: str | os.PathLike | None) -> str:
     """Made absolute so a later chdir cannot silently point the same object at another database."""
     url = os.fspath(url or os.environ.get("CADAPT_REGISTRY") or "registry.db")
     return url if "://" in url else f"sqlite:///{os.path.abspath(os.path.expanduser(url))}"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class _UTCDateTime(TypeDecorator[datetime]):
-    """SQLite drops tzinfo, so store naive UTC everywhere and hand back aware datetimes."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
-
-
-class _Base(DeclarativeBase):
-    metadata = MetaData(naming_convention={
-        "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s", "pk": "pk_%(table_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"})
-    type_annotation_map = {datetime: _UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-class _Meta(_Base):
-    __tablename__ = "cadapt_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(256))
-
-
-class _BaseModel(_Base):
-    __tablename__ = "base_models"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(512))
-    revision: Mapped[str | None] = mapped_column(String(128))
-    sha256: Mapped[str] = mapped_column(String(64))
-    num_parameters: Mapped[int]
-    architecture: Mapped[str] = mapped_column(String(128))
-    hidden_size: Mapped[int]
-    num_layers: Mapped[int]
-    created_at: Mapped[datetime]
-
-
-class _Task(_Base):
-    __tablename__ = "tasks"
-    __table_args__ = (CheckConstraint(_in("status", STATUSES), name="status"),
-                      CheckConstraint(_in("head", HEADS), name="head"))
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    position: Mapped[int | None] = mapped_column(unique=True)
-    status: Mapped[str] = mapped_column(String(16))
-    labels: Mapped[list[str]]
-    head: Mapped[str] = mapped_column(String(32))
-    method: Mapped[str] = mapped_column(String(64), default="adapters")
-    primary_metric: Mapped[str] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]]
-    proof: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    owner_pid: Mapped[int | None]
-    owner_host: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class _Bundle(_Base):
-    __tablename__ = "bundles"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
-    path: Mapped[str] = mapped_column(String(512))
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int]
-    config: Mapped[dict[str, Any]]
-    param_counts: Mapped[dict[str, Any]]
-    hyperparameters: Mapped[dict[str, Any]]
-    seed: Mapped[int]
-    library_versions: Mapped[dict[str, Any]]
-    git_commit: Mapped[str | None] = mapped_column(String(64))
-    wall_time_s: Mapped[float]
-    created_at: Mapped[datetime]
-
-
-class _Evaluation(_Base):
-    __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("task_id", "after_tasks", "split", "metric", "kind"),
-                      CheckConstraint(_in("kind", EVAL_KINDS), name="kind"))
-    id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    after_tasks: Mapped[int]
-    split: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(64))
-    value: Mapped[float]
-    predictions_sha256: Mapped[str | None] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime]
-
-
-@dataclass(frozen=True)
-class BaseModelRecord:
-    name: str
-    revision: str | None
-    sha256: str
-    num_parameters: int
-    architecture: str
-    hidden_size: int
-    num_layers: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    name: str
-    position: int | None
-    status: str
-    labels: list[str]
-    head: str
-    method: str
-    primary_metric: str
-    data: dict[str, Any]
-    proof: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    owner_pid: int | None
-    owner_host: str | None
-
-
-@dataclass(frozen=True)
-class BundleDraft:
-    path: str
-    sha256: str
-    size_bytes: int
-    config: dict[str, Any]
-    param_counts: dict[str, Any]
-    hyperparameters: dict[str, Any]
-    seed: int
-    library_versions: dict[str, Any]
-    git_commit: str | None
-    wall_time_s: float
-
-
-@dataclass(frozen=True)
-class BundleRecord:
-    task: str
-    path: str
-    sha256: str
-    size_bytes: int
-    config: dict[str, Any]
-    param_counts: dict[str, Any]
-    hyperparameters: dict[str, Any]
-    seed: int
-    library_versions: dict[str, Any]
-    git_commit: str | None
-    wall_time_s: float
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EvaluationDraft:
-    task: str
-    split: str
-    metric: str
-    value: float
-    predictions_sha256: str | None = None
-    kind: str = "registration"
-
-
-@dataclass(frozen=True)
-class EvaluationRecord:
-    task: str
-    after_tasks: int
-    split: str
-    metric: str
-    value: float
-    predictions_sha256: str | None
-    kind: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class FsckReport:
-    """``repaired`` means orphans and dead pending rows listed here were removed by this run."""
-
-    orphan_files: list[str]
-    dead_pending: list[str]
-    missing_files: list[str]
-    checksum_mismatches: list[str]
-    repaired: bool
-
-    @property
-    def ok(self) -> bool:
-        leftovers = not self.repaired and (self.orphan_files or self.dead_pending)
-        return not (leftovers or self.missing_files or self.checksum_mismatches)
-
-
-def _record(cls: type, row: Any, **extra: Any) -> Any:
-    return cls(**{f.name: extra[f.name] if f.name in extra else getattr(row, f.name) for f in fields(cls)})
-
-
-def _sha256_file(path: Path) -> str:
-    """O_NOFOLLOW so a symlink swapped in after our lstat is refused rather than hashed."""
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    """A rename is only durable once the directory entry itself reaches the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _owner_alive(task: _Task, host: str, now: datetime, stale_after: float) -> bool:
-    """A pid means nothing on another host, so there only age can declare a registration abandoned."""
-    if task.owner_host == host and task.owner_pid is not None:
-        return _pid_alive(task.owner_pid)
-    return (now - task.updated_at).total_seconds() < stale_after
-
-
-def _owned_by(filename: str, name: str) -> bool:
-    """Exact pattern, so task "a" never claims the files of task "a-b"."""
-    n = re.escape(name)
-    return re.fullmatch(rf"{n}-[0-9a-f]{{16}}\.safetensors|\.tmp-{n}-[0-9a-f]{{16}}", filename) is not None
 
 
 def _make_engine(url: Any, sqlite: bool) -> Engine:
@@ -453,7 +208,7 @@ class Registry:
             _Base.metadata.create_all(s.connection())
             if stored is None:
                 s.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-        self._bundles_dir(create=True)
+        bundles_dir(self.root, create=True)
 
     def ensure(self) -> "Registry":
         if not self.initialized():
@@ -516,63 +271,13 @@ class Registry:
             s.flush()
             return _record(TaskRecord, row)
 
-    def _bundles_dir(self, create: bool = False) -> Path:
-        bundles = self.root / "bundles"
-        if bundles.is_symlink():
-            raise RegistryError(f"{bundles} is a symlink; refusing to read or write bundles through it")
-        if create:
-            bundles.mkdir(parents=True, exist_ok=True)
-        return bundles
-
     def _safe_path(self, rel: str) -> Path:
-        """Rows are data and could be edited by hand: never let one point outside the root."""
-        parts = PurePosixPath(rel).parts
-        full = self.root.joinpath(*parts)
-        bad = not parts or PurePosixPath(rel).is_absolute() or ".." in parts
-        if bad or any(p.is_symlink() for p in list(full.parents)[:len(parts) - 1]) \
-                or not full.parent.resolve().is_relative_to(self.root.resolve()):
-            raise IntegrityError(f"bundle path {rel!r} leaves the artifact root {self.root} or passes a symlink")
-        return full
+        return safe_path(self.root, rel)
 
     def write_file(self, name: str, data: bytes) -> tuple[str, str, int]:
         """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one."""
         validate_name(name)
-        bundles = self._bundles_dir(create=True)
-        digest = hashlib.sha256(data).hexdigest()
-        rel = f"bundles/{name}-{digest[:16]}.safetensors"
-        final = self._safe_path(rel)
-        tmp = bundles / f".tmp-{name}-{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                _crash_point("after_tmp_write")
-                fh.flush()
-                os.fsync(fh.fileno())
-            _crash_point("after_fsync")
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _crash_point("after_rename")
-        _fsync_dir(bundles)
-        return rel, digest, len(data)
-
-    def _file_problem(self, rel: str, sha256: str, size: int) -> tuple[str, str] | None:
-        """("missing" | "mismatch", detail), or None when the file is exactly what the row says."""
-        try:
-            path = self._safe_path(rel)
-            st = os.lstat(path)
-        except IntegrityError as err:
-            return "mismatch", str(err)
-        except FileNotFoundError:
-            return "missing", "file is missing"
-        if not stat.S_ISREG(st.st_mode):
-            return "mismatch", "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a regular file"
-        if st.st_size != size:
-            return "mismatch", f"size is {st.st_size} bytes, registry says {size}"
-        actual = _sha256_file(path)
-        return None if actual == sha256 else ("mismatch", f"sha256 is {actual}, registry says {sha256}")
+        return write_bundle(self.root, name, data, _crash_point)
 
     def _draft_task_ids(self, s: Session, evaluations: list[EvaluationDraft], finishing: str | None) -> dict[str, int]:
         """Evaluations may only describe tasks in the stream (or the one being finished)."""
@@ -614,7 +319,7 @@ class Registry:
             expected = f"bundles/{name}-{bundle.sha256[:16]}.safetensors"
             if bundle.path != expected:
                 raise IntegrityError(f"bundle of task {name!r} is {bundle.path}, not {expected} as write_file names it")
-            problem = self._file_problem(bundle.path, bundle.sha256, bundle.size_bytes)
+            problem = file_problem(self.root, bundle.path, bundle.sha256, bundle.size_bytes)
             if problem is not None:
                 raise IntegrityError(f"bundle of task {name!r} at {bundle.path}: {problem[1]}")
             ids = self._draft_task_ids(s, evaluations, finishing=name)
@@ -644,10 +349,7 @@ class Registry:
             s.delete(task)
             s.flush()
             referenced = set(s.scalars(select(_Bundle.path)))
-        bundles = self._bundles_dir()
-        for entry in sorted(os.listdir(bundles)) if bundles.is_dir() else []:
-            if _owned_by(entry, name) and f"bundles/{entry}" not in referenced:
-                (bundles / entry).unlink(missing_ok=True)
+        remove_unreferenced(self.root, name, referenced)
 
     def add_evaluations(self, evaluations: list[EvaluationDraft], after_tasks: int) -> list[EvaluationRecord]:
         """Re-running an audit of the same stream state overwrites it, so the latest check is what is kept."""
@@ -741,7 +443,7 @@ class Registry:
 
     def verify_bundle(self, name: str) -> BundleRecord:
         record = self.bundle(name)
-        problem = self._file_problem(record.path, record.sha256, record.size_bytes)
+        problem = file_problem(self.root, record.path, record.sha256, record.size_bytes)
         if problem is not None:
             raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
         return record
@@ -763,14 +465,11 @@ class Registry:
             self._safe_path(rel).unlink(missing_ok=True)
         return record
 
-    def _bundle_entries(self) -> list[str]:
-        bundles = self._bundles_dir()
-        return sorted(f"bundles/{e}" for e in os.listdir(bundles)) if bundles.is_dir() else []
 
     def fsck(self, repair: bool = False, *, stale_after: float = DEFAULT_STALE_AFTER) -> FsckReport:
         """Files are listed before rows are read: a file that exists by then already has its pending
         row committed (begin_task precedes write_file), so a live registration is never an orphan."""
-        entries = self._bundle_entries()
+        entries = bundle_entries(self.root)
         host, now = socket.gethostname(), _now()
         missing: list[str] = []
         mismatched: list[str] = []
@@ -782,7 +481,8 @@ class Registry:
             ready = s.execute(select(_Task.name, _Bundle).outerjoin(_Bundle, _Bundle.task_id == _Task.id)
                               .where(_Task.status == "ready").order_by(_Task.name)).all()
             for name, b in ready:
-                problem = ("missing", "") if b is None else self._file_problem(b.path, b.sha256, b.size_bytes)
+                problem = (("missing", "") if b is None
+                           else file_problem(self.root, b.path, b.sha256, b.size_bytes))
                 if problem is not None:
                     (missing if problem[0] == "missing" else mismatched).append(name)
             for t in dead if repair else []:
@@ -807,13 +507,5 @@ class Registry:
                                        for e in s.scalars(select(_Evaluation))),
                                       key=lambda e: (e["task"], e["after_tasks"], e["split"], e["metric"], e["kind"])),
             }
-        files = []
-        for folder, dirs, filenames in os.walk(self.root) if self.root.is_dir() else []:
-            dirs.sort()
-            for fname in filenames:
-                path = Path(folder, fname)
-                rel = path.relative_to(self.root).as_posix()
-                link = os.readlink(path) if path.is_symlink() else None
-                files.append({"path": rel, "link": link, "sha256": None if link else _sha256_file(path)})
-        content["files"] = sorted(files, key=lambda f: f["path"])
+        content["files"] = list_files(self.root)
         return json.loads(json.dumps(content, sort_keys=True, default=datetime.isoformat))

@@ -90,8 +90,6 @@ class Runner:
                 raise IntegrityError(f"registry was built on base weights {base.sha256}, "
                                      f"{model.base_name} has {model.base_sha256()}")
             self._model = model.to(self.device).eval()
-            for task in self.registry.tasks():
-                self.attach(task.name)
         return self._model
 
     def attach(self, name: str) -> None:
@@ -130,6 +128,8 @@ class Runner:
         loaded = load_task_data(data)
         model = self.model
         earlier = [t.name for t in self.registry.tasks()]
+        for other in earlier:
+            self.attach(other)
         before = self.snapshot(earlier)
         self.registry.begin_task(name, labels=loaded.labels, head=data.head, method=method,
                                  primary_metric=data.primary_metric, data=loaded.provenance(data))

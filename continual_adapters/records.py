@@ -1,0 +1,110 @@
+"""Plain frozen dataclasses the Registry hands out and takes in, so callers never touch ORM rows.
+
+``*Record`` is a row as stored; ``*Draft`` is what a caller supplies before the registry adds ids,
+positions and timestamps. They have no database dependency, so they are importable on their own.
+"""
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BaseModelRecord:
+    name: str
+    revision: str | None
+    sha256: str
+    num_parameters: int
+    architecture: str
+    hidden_size: int
+    num_layers: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    name: str
+    position: int | None
+    status: str
+    labels: list[str]
+    head: str
+    method: str
+    primary_metric: str
+    data: dict[str, Any]
+    proof: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    owner_pid: int | None
+    owner_host: str | None
+
+
+@dataclass(frozen=True)
+class BundleDraft:
+    path: str
+    sha256: str
+    size_bytes: int
+    config: dict[str, Any]
+    param_counts: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    seed: int
+    library_versions: dict[str, Any]
+    git_commit: str | None
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class BundleRecord:
+    task: str
+    path: str
+    sha256: str
+    size_bytes: int
+    config: dict[str, Any]
+    param_counts: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    seed: int
+    library_versions: dict[str, Any]
+    git_commit: str | None
+    wall_time_s: float
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EvaluationDraft:
+    task: str
+    split: str
+    metric: str
+    value: float
+    predictions_sha256: str | None = None
+    kind: str = "registration"
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    task: str
+    after_tasks: int
+    split: str
+    metric: str
+    value: float
+    predictions_sha256: str | None
+    kind: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """``repaired`` means orphans and dead pending rows listed here were removed by this run."""
+
+    orphan_files: list[str]
+    dead_pending: list[str]
+    missing_files: list[str]
+    checksum_mismatches: list[str]
+    repaired: bool
+
+    @property
+    def ok(self) -> bool:
+        leftovers = not self.repaired and (self.orphan_files or self.dead_pending)
+        return not (leftovers or self.missing_files or self.checksum_mismatches)
+
+
+def _record(cls: type, row: Any, **extra: Any) -> Any:
+    return cls(**{f.name: extra[f.name] if f.name in extra else getattr(row, f.name) for f in fields(cls)})
