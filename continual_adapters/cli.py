@@ -220,5 +220,25 @@ def audit_command(ctx, tolerance, device, as_json):
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--output", "-o", type=click.Path(), default=None, help="Write the Markdown report to this file.")
+@click.option("--plots", type=click.Path(), default=None, help="Folder for PNG figures (R heatmap, growth curve).")
+@json_option
+@click.pass_context
+def report(ctx, output, plots, as_json):
+    """The stream's report: tasks, accuracy matrix, ACC/BWT/forgetting, parameter-growth ledger."""
+    from pathlib import Path
+
+    from .reporting import format_markdown, stream_report, write_plots
+
+    data = stream_report(_registry(ctx))
+    if plots:
+        data["plots"] = [str(p) for p in write_plots(data, plots)]
+    text = format_markdown(data)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    _emit(data, as_json, text)
+
+
 def main() -> None:
     cli(prog_name="cadapt")

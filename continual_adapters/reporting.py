@@ -51,3 +51,77 @@ def format_task_details(d: dict) -> str:
         for other, sha in before["bundle_files"].items():
             lines.append(f"         {other} bundle {sha[:16]}… before == after: {sha == after['bundle_files'].get(other)}")
     return "\n".join(lines)
+
+
+def stream_report(registry: Registry) -> dict:
+    """The stream in one structure: tasks, R, the CL metrics (cl_metrics.py) and the growth ledger."""
+    from .cl_metrics import forgetting_per_task, summarize
+    from .ledger import growth_ledger, ledger_totals
+
+    base = registry.base_model()
+    tasks = registry.tasks()
+    names, matrix = registry.accuracy_matrix()
+    rows = []
+    for task in tasks:
+        counts = registry.bundle(task.name).param_counts
+        rows.append({"name": task.name, "method": task.method, "adapter": counts.get("adapter", 0),
+                     "layer_norm": counts.get("layer_norm", 0), "head": counts.get("head", 0),
+                     "total": counts["total"], "bytes": counts.get("bytes")})
+    ledger = growth_ledger(base.num_parameters, rows) if base and rows else []
+    return {
+        "base_model": None if base is None else {"name": base.name, "sha256": base.sha256,
+                                                  "parameters": base.num_parameters},
+        "tasks": [{"position": t.position, "name": t.name, "metric": t.primary_metric, "labels": len(t.labels),
+                   "eval_split": t.data.get("eval_split"), "score": matrix[names.index(t.name)][names.index(t.name)]
+                   if t.name in names else None} for t in tasks],
+        "matrix": {"tasks": names, "R": matrix},
+        "metrics": summarize(matrix) if names else {},
+        "forgetting_per_task": forgetting_per_task(matrix) if names else [],
+        "ledger": [row.__dict__ for row in ledger],
+        "ledger_totals": ledger_totals(ledger, base.num_parameters) if ledger else {},
+    }
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_markdown(report: dict) -> str:
+    names, R = report["matrix"]["tasks"], report["matrix"]["R"]
+    out = ["# cadapt stream report", ""]
+    if report["base_model"]:
+        base = report["base_model"]
+        out += [f"Base model: `{base['name']}` ({base['parameters']:,} parameters, sha256 `{base['sha256'][:16]}…`)", ""]
+    out += ["## Tasks", "", "| # | task | metric | eval split | score at registration |", "|---|---|---|---|---|"]
+    out += [f"| {t['position']} | {t['name']} | {t['metric']} | {t['eval_split']} | {_fmt(t['score'])} |"
+            for t in report["tasks"]]
+    out += ["", "## Accuracy matrix R[i][j]", "", "Row i: after training task i; column j: task j's primary score.",
+            "", "| after \\ task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    out += [f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |" for name, row in zip(names, R)]
+    m = report["metrics"]
+    out += ["", "## Continual-learning metrics", "",
+            "| metric | value | definition |", "|---|---|---|",
+            f"| ACC | {_fmt(m.get('acc'))} | mean of the last row of R (Lopez-Paz & Ranzato 2017) |",
+            f"| BWT | {_fmt(m.get('bwt'))} | mean of R[T-1][j] − R[j][j] over j < T-1; negative means forgetting (GEM) |",
+            f"| forgetting | {_fmt(m.get('forgetting'))} | mean of max over earlier rows − last row (Chaudhry et al. 2018) |",
+            f"| FWT | {_fmt(m.get('fwt'))} | needs R[i-1][i] and a random-init baseline; undefined for per-task heads |",
+            ""]
+    out += ["## Parameter growth", "", "| task | method | added params | % of base | total (× base) | one model per task (× base) |",
+            "|---|---|---|---|---|---|"]
+    out += [f"| {r['task']} | {r['method']} | {r['added']:,} | {r['percent_of_base']:.2f}% | "
+            f"{r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |" for r in report["ledger"]]
+    return "\n".join(out) + "\n"
+
+
+def write_plots(report: dict, folder) -> list:
+    from .ledger import LedgerRow
+    from .plots import plot_accuracy_matrix, plot_parameter_growth
+    from pathlib import Path
+
+    folder = Path(folder)
+    names, R = report["matrix"]["tasks"], report["matrix"]["R"]
+    if not names:
+        return []
+    rows = [LedgerRow(**row) for row in report["ledger"]]
+    return [plot_accuracy_matrix(names, R, folder / "accuracy_matrix.png", metric_label="primary score"),
+            plot_parameter_growth(rows, folder / "parameter_growth.png")]
