@@ -86,3 +86,20 @@ def stream(tmp_path_factory):
     import json
 
     return {"url": url, "root": root, "outputs": [json.loads(first.output), json.loads(second.output)]}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> str:
+    """A tiny random BERT saved like a hub checkpoint, with the real MiniLM tokenizer: fast runner tests."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from continual_adapters.model import DEFAULT_ENCODER, local_path_for
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

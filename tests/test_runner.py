@@ -82,3 +82,19 @@ def test_carved_validation_is_recorded(tmp_path, data_dir):
     assert loaded.eval_split == "validation"
     with pytest.raises(DataError):
         load_task_data(DataSpec(train=str(tmp_path / "missing.jsonl")))
+
+
+def test_adapter_size_auto_tries_three_sizes_and_keeps_the_best(tmp_path, data_dir, tiny_encoder_dir):
+    from continual_adapters.training import TrainConfig
+
+    registry = Registry(tmp_path / "registry.db")
+    spec = DataSpec.from_folder(data_dir / "sst2", max_train=64, max_eval=32)
+    result = Runner(registry, encoder=tiny_encoder_dir, progress=False).add_task(
+        "sst2", spec, train=TrainConfig(epochs=1, batch_size=16), auto_size=True)
+    sizes = [row["bottleneck"] for row in result.size_search]
+    assert sizes == [8, 64, 256]
+    best = max(result.size_search, key=lambda row: row["validation_accuracy"])
+    bundle = registry.bundle("sst2")
+    assert bundle.config["task"]["adapter"]["bottleneck"] == best["bottleneck"]
+    assert bundle.hyperparameters["size_search"] == result.size_search
+    assert bundle.param_counts["adapter"] == 2 * 2 * (2 * best["bottleneck"] * 32 + 32 + best["bottleneck"])
