@@ -44,9 +44,10 @@ def main() -> int:
     cli.main(["--registry", args.registry, "tasks"], standalone_mode=False)
     names, matrix = registry.accuracy_matrix()
     print("\n== accuracy matrix R[i][j] (row: after training task i; column: task j)")
-    print(" " * 20 + "".join(f"{n[:10]:>11}" for n in names))
+    width = max(len(n) for n in names) + 8
+    print(" " * width + "".join(f"{n[:10]:>11}" for n in names))
     for name, row in zip(names, matrix):
-        print(f"{'after ' + name:<20}" + "".join(f"{'' if v is None else f'{v:.4f}':>11}" for v in row))
+        print(f"{'after ' + name:<{width}}" + "".join(f"{'' if v is None else f'{v:.4f}':>11}" for v in row))
     print(f"\n== proof for {names[-1]}")
     cli.main(["--registry", args.registry, "show", names[-1]], standalone_mode=False)
     return 0

@@ -72,7 +72,7 @@ def real_task_args(data_dir: Path, name: str, max_train: int, max_eval: int = 20
 
 @pytest.fixture(scope="session")
 def stream(tmp_path_factory):
-    """A registry holding two real tasks (SST-2, TREC) on the real default encoder, added via the CLI.
+    """A registry holding three real tasks (SST-2, TREC, TweetEval-emotion) on the real default encoder.
 
     Shared by the runner, CLI, audit and report tests so the real training runs once.
     """
@@ -83,9 +83,10 @@ def stream(tmp_path_factory):
     cli_ok("--registry", url, "init")
     first = cli_ok("--registry", url, *real_task_args(DATA_DIR, "sst2", 400), "--json")
     second = cli_ok("--registry", url, *real_task_args(DATA_DIR, "trec", 400), "--json")
+    third = cli_ok("--registry", url, *real_task_args(DATA_DIR, "tweeteval_emotion", 300), "--json")
     import json
 
-    return {"url": url, "root": root, "outputs": [json.loads(first.output), json.loads(second.output)]}
+    return {"url": url, "root": root, "outputs": [json.loads(r.output) for r in (first, second, third)]}
 
 
 @pytest.fixture(scope="session")

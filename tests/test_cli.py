@@ -74,5 +74,5 @@ def test_tasks_table_lists_stream(stream):
     out = cli_ok("--registry", stream["url"], "tasks").output
     assert "sst2" in out and "trec" in out
     rows = json.loads(cli_ok("--registry", stream["url"], "tasks", "--json").output)
-    assert [r["position"] for r in rows] == [1, 2]
+    assert [r["position"] for r in rows] == [1, 2, 3]
     assert all(r["params"] > 0 for r in rows)

@@ -14,17 +14,18 @@ from continual_adapters.taskdata import DataSpec
 def test_both_tasks_ready_and_accurate(stream):
     registry = Registry(stream["url"])
     tasks = registry.tasks()
-    assert [(t.name, t.status, t.position) for t in tasks] == [("sst2", "ready", 1), ("trec", "ready", 2)]
-    sst2, trec = stream["outputs"]
+    assert [(t.name, t.status, t.position) for t in tasks] == [
+        ("sst2", "ready", 1), ("trec", "ready", 2), ("tweeteval_emotion", "ready", 3)]
+    sst2, trec, _ = stream["outputs"]
     assert sst2["scores"]["accuracy"] > 0.65  # chance is 0.5
     assert trec["scores"]["accuracy"] > 0.40  # six classes, majority class 0.23 on the test set
 
 
 def test_accuracy_matrix_rows_and_exact_reevaluation(stream):
     names, R = Registry(stream["url"]).accuracy_matrix()
-    assert names == ["sst2", "trec"]
+    assert names == ["sst2", "trec", "tweeteval_emotion"]
     assert R[0][1] is None and R[1][1] is not None
-    assert R[1][0] == R[0][0]
+    assert R[2][0] == R[1][0] == R[0][0] and R[2][1] == R[1][1]
     evals = {(e.after_tasks, e.metric): e for e in Registry(stream["url"]).evaluations("sst2")}
     assert evals[(1, "accuracy")].predictions_sha256 == evals[(2, "accuracy")].predictions_sha256
 
@@ -51,16 +52,17 @@ def test_show_prints_metrics_and_proof(stream):
     out = cli_ok("--registry", stream["url"], "show", "trec").output
     assert "after 2:" in out and "sst2 bundle" in out and "before == after: True" in out
     data = json.loads(cli_ok("--registry", stream["url"], "show", "sst2", "--json").output)
-    assert [e["after_tasks"] for e in data["evaluations"] if e["metric"] == "accuracy"] == [1, 2]
+    assert [e["after_tasks"] for e in data["evaluations"] if e["metric"] == "accuracy"] == [1, 2, 3]
 
 
 def test_json_output_has_metrics_and_parameter_counts(stream):
-    out = stream["outputs"][1]
+    out = stream["outputs"][2]
     assert set(out["scores"]) == {"accuracy", "macro_f1", "mcc"}
     counts = out["param_counts"]
     assert counts["adapter"] == 2 * 6 * (2 * 64 * 384 + 384 + 64)
     assert counts["total"] == counts["adapter"] + counts["layer_norm"] + counts["head"]
-    assert out["reevaluated"] == {"sst2": stream["outputs"][0]["scores"]["accuracy"]}
+    assert out["reevaluated"] == {"sst2": stream["outputs"][0]["scores"]["accuracy"],
+                                  "trec": stream["outputs"][1]["scores"]["accuracy"]}
 
 
 def test_duplicate_name_via_api_is_rejected_before_any_work(stream):
