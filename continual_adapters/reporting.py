@@ -106,9 +106,9 @@ def format_markdown(report: dict) -> str:
             f"| forgetting | {_fmt(m.get('forgetting'))} | mean of max over earlier rows − last row (Chaudhry et al. 2018) |",
             f"| FWT | {_fmt(m.get('fwt'))} | needs R[i-1][i] and a random-init baseline; undefined for per-task heads |",
             ""]
-    out += ["## Parameter growth", "", "| task | method | added params | % of base | total (× base) | one model per task (× base) |",
-            "|---|---|---|---|---|---|"]
-    out += [f"| {r['task']} | {r['method']} | {r['added']:,} | {r['percent_of_base']:.2f}% | "
+    out += ["## Parameter growth", "", "| task | method | added params | added bytes | % of base | total (× base) "
+            "| one model per task (× base) |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['task']} | {r['method']} | {r['added']:,} | {r['added_bytes'] or 0:,} | {r['percent_of_base']:.2f}% | "
             f"{r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |" for r in report["ledger"]]
     return "\n".join(out) + "\n"
 
