@@ -7,7 +7,6 @@ given by the user, by the dataset's `dataset.json`, or the sorted names seen in 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle import sha256_file
 from .errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -67,14 +67,6 @@ def resolve_data_path(path: str | Path, data_dir: str | Path | None = None) -> P
     if base is not None and (base / path).exists():
         return (base / path).resolve()
     return path.resolve()
-
-
-def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_dataset_json(folder: str | Path) -> dict:
@@ -146,7 +138,7 @@ def load_split(path: str | Path, *, text_column: str = "text", pair_column: str 
     """Reads and validates one local file; `limit` keeps a seeded random subset of that size."""
     path = Path(path)
     table = _read_table(path)
-    source = {"kind": "file", "path": str(path), "sha256": sha256_path(path),
+    source = {"kind": "file", "path": str(path), "sha256": sha256_file(path),
               "format": BUILDERS[path.suffix.lower()]}
     split = to_split(table.to_dict(), (text_column, pair_column, label_column), source, str(path))
     return cap(split, limit, seed)
