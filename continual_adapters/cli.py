@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .config import AdapterConfig
+from .config import METHODS, AdapterConfig
 from .errors import CadaptError
 from .registry import Registry
 from .taskdata import DataSpec, with_overrides
@@ -146,7 +146,11 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
 @click.option("--metric", default=None, help="Primary metric: accuracy, macro_f1, mcc; pearson, spearman, mse.")
 @click.option("--max-train", type=int, default=None, help="Keep a seeded random subset of the training split.")
 @click.option("--max-eval", type=int, default=None, help="Cap validation and test splits likewise.")
-@click.option("--adapter-size", default="64", help="Bottleneck m, or 'auto' to pick from 8, 64, 256 on validation.")
+@click.option("--adapter-size", default=None,
+              help="Bottleneck m, or 'auto' to pick from 8, 64, 256 on validation [64; 0 unless --method adapters].")
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="adapters (the product), ln-only, or a baseline: naive, top-k, full [the registry's].")
+@click.option("--top-k", type=int, default=2, show_default=True, help="Layers fine-tuned per task by --method top-k.")
 @click.option("--activation", default="gelu", show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -161,7 +165,8 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
 @click.pass_context
 def add_task(ctx, name, data, data_dir, train, validation, test, dataset, subset, text_column,
              text_pair_column, label_column, labels, head, metric, max_train, max_eval, adapter_size,
-             activation, epochs, batch_size, lr, max_length, seed, device, encoder, skip_reeval, quiet, as_json):
+             method, top_k, activation, epochs, batch_size, lr, max_length, seed, device, encoder, skip_reeval,
+             quiet, as_json):
     """Train a new task's adapter, prove earlier tasks untouched, and register it."""
     from .runner import Runner
 
@@ -170,20 +175,26 @@ def add_task(ctx, name, data, data_dir, train, validation, test, dataset, subset
                      head=head, metric=metric, max_train=max_train, max_eval=max_eval)
     spec = _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides)
     auto = adapter_size == "auto"
-    if not auto and not adapter_size.isdigit():
+    if adapter_size is not None and not auto and not adapter_size.isdigit():
         raise click.BadParameter("an integer or 'auto'", param_hint="--adapter-size")
-    adapter = AdapterConfig(bottleneck=64 if auto else int(adapter_size), activation=activation)
+    runner = Runner(_registry(ctx), encoder=encoder, device=device, progress=not (quiet or as_json),
+                    method=method, top_k=top_k)
+    default_size = 64 if (method or runner.method) == "adapters" else 0
+    size = default_size if adapter_size is None or auto else int(adapter_size)
+    adapter = AdapterConfig(bottleneck=size, activation=activation)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
     _quiet_libraries(quiet or as_json)
-    runner = Runner(_registry(ctx), encoder=encoder, device=device, progress=not (quiet or as_json))
-    result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval)
+    result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval, method=method)
     counts = result.param_counts
     lines = [f"task {name} ready at position {result.task.position}",
              f"  {result.eval_split}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items()),
              f"  parameters added: {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of the base)",
              f"  bundle sha256: {result.bundle_sha256}"]
     lines += [f"  re-evaluated {k}: {v:.4f}" for k, v in result.reevaluated.items()]
-    lines.append("  base and earlier bundles unchanged: yes (hashes before == after)")
+    if result.proof.get("unchanged"):
+        lines.append("  base and earlier bundles unchanged: yes (hashes before == after)")
+    else:
+        lines.append(f"  earlier tasks' weights CHANGED (method {result.task.method} shares the encoder)")
     _emit(result.to_dict(), as_json, "\n".join(lines))
 
 

@@ -14,6 +14,9 @@ from .errors import ConfigError
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "identity")
 HEADS = ("classification", "regression")
 POOLINGS = ("mean", "cls")
+ADAPTER_METHODS = ("adapters", "ln-only")
+BASELINE_METHODS = ("naive", "top-k", "full")
+METHODS = ADAPTER_METHODS + BASELINE_METHODS
 TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -58,9 +61,17 @@ class TaskSpec:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     pooling: str = "mean"
     head_dropout: float = 0.1
+    method: str = "adapters"
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         validate_task_name(self.name)
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if (self.method == "top-k") != (self.top_k > 0):
+            raise ConfigError(f"task {self.name!r}: top_k > 0 goes with method 'top-k' and only with it")
+        if self.method == "ln-only" and self.adapter.bottleneck:
+            raise ConfigError(f"task {self.name!r}: method 'ln-only' trains no adapter (bottleneck must be 0)")
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         if self.head not in HEADS:
             raise ConfigError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")

@@ -124,7 +124,11 @@ class TaskLayerNorm(nn.Module):
         self.__dict__["router"] = router
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _route(self.router, x, lambda task: task.norms[self.index], self.base)
+        return _route(self.router, x, self._norm_of, self.base)
+
+    def _norm_of(self, task: nn.Module):
+        """Tasks without LayerNorm copies (the fine-tuning baselines) use the base one."""
+        return task.norms[self.index] if len(task.norms) else self.base
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

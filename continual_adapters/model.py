@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .adapter import Adapter
-from .config import TaskSpec
+from .config import ADAPTER_METHODS, TaskSpec
 from .errors import CadaptError, ConfigError, TaskExistsError, TaskNotFoundError
 from .inject import Router, inject
 
@@ -38,17 +38,29 @@ def local_path_for(name: str) -> str:
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """What one task adds on top of the shared base model."""
+    """What one task adds on top of the shared base model.
+
+    `total` is what must be stored for the task (the ledger's growth); `trained` is what its
+    optimiser updated. They differ only for the naive baseline, which trains the whole shared
+    encoder but keeps one copy of it for all tasks.
+    """
 
     adapter: int
     layer_norm: int
     head: int
     base: int
     bytes: int
+    encoder: int = 0
+    trained_encoder: int | None = None
 
     @property
     def total(self) -> int:
-        return self.adapter + self.layer_norm + self.head
+        return self.adapter + self.layer_norm + self.head + self.encoder
+
+    @property
+    def trained(self) -> int:
+        encoder = self.encoder if self.trained_encoder is None else self.trained_encoder
+        return self.adapter + self.layer_norm + self.head + encoder
 
     @property
     def percent_of_base(self) -> float:
@@ -56,7 +68,8 @@ class ParamCounts:
 
     def to_dict(self) -> dict:
         return {"adapter": self.adapter, "layer_norm": self.layer_norm, "head": self.head,
-                "total": self.total, "bytes": self.bytes, "base": self.base}
+                "encoder": self.encoder, "total": self.total, "trained": self.trained,
+                "bytes": self.bytes, "base": self.base}
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,8 @@ class ContinualModel(nn.Module):
         self._base_sha256: str | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | None = None, revision: str | None = None) -> "ContinualModel":
+    def from_pretrained(cls, name_or_path: str | None = None, revision: str | None = None,
+                        **kwargs) -> "ContinualModel":
         """Loads any supported `AutoModel` checkpoint; the default encoder when none is named."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -133,7 +147,7 @@ class ContinualModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
         except (OSError, ValueError) as exc:
             raise CadaptError(f"cannot load encoder {name!r}: {exc}") from None
-        return cls(encoder, tokenizer, base_name=name)
+        return cls(encoder, tokenizer, base_name=name, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -152,9 +166,15 @@ class ContinualModel(nn.Module):
     def task_sha256(self, name: str) -> str:
         return tensor_digest(list(self.task_modules(name).state_dict().items()))
 
+    #: Whether adding a task leaves every earlier task's weights bit-identical (the proof demands it).
+    isolates_tasks = True
+
     def add_task(self, spec: TaskSpec) -> TaskModules:
         if spec.name in self.tasks:
             raise TaskExistsError(f"task {spec.name!r} is already attached to this model")
+        if spec.method not in ADAPTER_METHODS:
+            raise ConfigError(f"task {spec.name!r} uses method {spec.method!r}; load it with "
+                              "continual_adapters.baselines.BaselineModel")
         modules = TaskModules(spec, self.hidden_size, self._base_norms).to(self.device)
         modules.train(self.training)
         self.tasks[spec.name] = modules
@@ -194,12 +214,13 @@ class ContinualModel(nn.Module):
             bytes=sum(t.numel() * t.element_size() for t in tensors),
         )
 
-    def encode(self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean") -> torch.Tensor:
-        """Pooled sentence features through whatever task is routed."""
+    def encode(self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean",
+               encoder: nn.Module | None = None) -> torch.Tensor:
+        """Pooled sentence features through whatever task is routed (`encoder`: another copy)."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state
+        hidden = (encoder or self.encoder)(**kwargs).last_hidden_state
         if pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -212,8 +233,10 @@ class ContinualModel(nn.Module):
         modules = self.router.task
         if modules is None:
             raise ConfigError("no task is active: call set_task(name) or pass task=")
-        pooled = self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
-        return modules.head(pooled)
+        return modules.head(self._pooled(modules, input_ids, attention_mask, token_type_ids))
+
+    def _pooled(self, modules: nn.Module, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, max_length: int = 128):
         if self.tokenizer is None:

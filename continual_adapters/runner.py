@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from .bundle import bundle_bytes, sha256_file
-from .config import AdapterConfig, TaskSpec
-from .errors import IntegrityError, TaskExistsError
+from .baselines import model_for_method
+from .config import BASELINE_METHODS, AdapterConfig, TaskSpec
+from .errors import ConfigError, IntegrityError, TaskExistsError
 from .model import ContinualModel
 from .registry import BundleDraft, EvaluationDraft, Registry, TaskRecord, validate_name
 from .taskdata import DataSpec, load_eval_split, load_task_data
@@ -74,18 +75,34 @@ class Runner:
     """Holds one registry and, lazily, the model with every ready task attached."""
 
     def __init__(self, registry: Registry, encoder: str | None = None, device: str | None = None,
-                 progress: bool = True):
+                 progress: bool = True, method: str | None = None, top_k: int = 2):
         self.registry = registry
         self.encoder = encoder
         self.device = resolve_device(device)
         self.progress = progress
+        self._method, self._top_k = method, top_k
         self._model: ContinualModel | None = None
+
+    @property
+    def method(self) -> str:
+        """The registry's method family: given, else that of its first task, else adapters.
+
+        Adapters and ln-only share one model and may mix in a registry; each fine-tuning
+        baseline needs its own model, hence its own registry.
+        """
+        if self._method is None:
+            self.registry.ensure()
+            first = self.registry.tasks(include_retired=True)
+            self._method = first[0].method if first else "adapters"
+            if first and self._method == "top-k":
+                self._top_k = self.registry.bundle(first[0].name).config["task"]["top_k"]
+        return self._method
 
     @property
     def model(self) -> ContinualModel:
         if self._model is None:
             base = self.registry.base_model()
-            model = ContinualModel.from_pretrained(self.encoder or (base.name if base else None))
+            model = model_for_method(self.method, self.encoder or (base.name if base else None), self._top_k)
             if base is not None and base.sha256 != model.base_sha256():
                 raise IntegrityError(f"registry was built on base weights {base.sha256}, "
                                      f"{model.base_name} has {model.base_sha256()}")
@@ -117,11 +134,16 @@ class Runner:
 
     def add_task(self, name: str, data: DataSpec, adapter: AdapterConfig | None = None,
                  train: TrainConfig | None = None, auto_size: bool = False,
-                 skip_reeval: bool = False, method: str = "adapters") -> AddTaskResult:
+                 skip_reeval: bool = False, method: str | None = None) -> AddTaskResult:
         validate_name(name)
-        adapter = adapter or AdapterConfig()
         train = train or TrainConfig()
         self.registry.ensure()
+        method = method or self.method
+        if (method in BASELINE_METHODS or self.method in BASELINE_METHODS) and method != self.method:
+            raise ConfigError(f"this registry holds {self.method!r} tasks; {method!r} needs a registry of its own")
+        adapter = adapter or AdapterConfig(bottleneck=64 if method == "adapters" else 0)
+        if method != "adapters" and (auto_size or adapter.bottleneck):
+            raise ConfigError(f"method {method!r} trains no adapter: use --adapter-size 0")
         existing = {t.name: t for t in self.registry.tasks(include_retired=True, include_pending=True)}
         if name in existing:
             raise TaskExistsError(f"task {name!r} already exists ({existing[name].status})")
@@ -153,9 +175,10 @@ class Runner:
 
         train_set, val_set = encoded("train", loaded.train), encoded("validation", loaded.validation)
         sizes = AUTO_SIZES if auto_size else (adapter.bottleneck,)
+        top_k = self._top_k if method == "top-k" else 0
         search, best = [], None
         for size in sizes:
-            spec = TaskSpec(name, labels=tuple(loaded.labels), head=data.head,
+            spec = TaskSpec(name, labels=tuple(loaded.labels), head=data.head, method=method, top_k=top_k,
                             adapter=replace(adapter, bottleneck=size))
             torch.manual_seed(train.seed)
             model.add_task(spec)
@@ -185,10 +208,10 @@ class Runner:
             drafts.extend(EvaluationDraft(other, task.data["eval_split"], m, v, again.predictions_sha256, kind="reeval")
                           for m, v in again.scores.items())
         after = self.snapshot(earlier)
-        if after != before:
+        if after != before and model.isolates_tasks:
             changed = [k for k in before if before[k] != after[k]]
             raise IntegrityError(f"earlier tasks or the base changed while adding {name!r}: {changed}")
-        proof = {"before": before, "after": after, "unchanged": True,
+        proof = {"before": before, "after": after, "unchanged": after == before,
                  "golden": {"rows": list(range(min(PROBE_SIZE, len(evaluation.logits)))),
                             "logits": evaluation.logits[:PROBE_SIZE].tolist()}}
         hyper = {**train.to_dict(), "adapter": spec.adapter.__dict__, "method": method,

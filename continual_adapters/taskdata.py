@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from .data import (Split, carve_validation, encode_labels, label_names, load_hub_split, load_split,
+from .data import (Split, cap, carve_validation, encode_labels, label_names, load_hub_split, load_split,
                    read_dataset_json, resolve_data_path)
 from .errors import ConfigError, DataError, IntegrityError
 from .scoring import check_metric, default_metric
@@ -25,6 +25,7 @@ class DataSpec:
     pair_column: str | None = None
     label_column: str = "label"
     labels: tuple[str, ...] | None = None
+    keep_labels: tuple[str, ...] | None = None
     head: str = "classification"
     metric: str | None = None
     max_train: int | None = None
@@ -34,8 +35,9 @@ class DataSpec:
     def __post_init__(self) -> None:
         if bool(self.train) == bool(self.dataset):
             raise ConfigError("give either a training file (--train / --data) or a hub dataset (--dataset)")
-        if self.labels is not None:
-            object.__setattr__(self, "labels", tuple(str(v) for v in self.labels))
+        for name in ("labels", "keep_labels"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
         check_metric(self.head, self.primary_metric)
 
     @property
@@ -58,7 +60,8 @@ class DataSpec:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["labels"] = list(self.labels) if self.labels is not None else None
+        for name in ("labels", "keep_labels"):
+            data[name] = list(data[name]) if data[name] is not None else None
         return data
 
     @classmethod
@@ -85,6 +88,13 @@ class TaskData:
 
 
 def _load(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, list[str] | None]:
+    split, hub_labels = _load_all(spec, which, None if spec.keep_labels else limit)
+    if split is None or not spec.keep_labels:
+        return split, hub_labels
+    return cap(keep_only(split, spec.keep_labels), limit, spec.seed), hub_labels
+
+
+def _load_all(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, list[str] | None]:
     columns = dict(text_column=spec.text_column, pair_column=spec.pair_column, label_column=spec.label_column,
                    limit=limit, seed=spec.seed)
     if spec.dataset:
@@ -96,6 +106,17 @@ def _load(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, 
             return None, None
     path = getattr(spec, which)
     return (load_split(resolve_data_path(path), **columns), None) if path else (None, None)
+
+
+def keep_only(split: Split, keep: tuple[str, ...]) -> Split:
+    """A label subset of a bigger dataset (e.g. one CLINC150 domain), filtered before capping so a
+    cap counts only the kept rows; the count of dropped rows goes into the provenance."""
+    wanted = set(keep)
+    rows = [i for i, label in enumerate(split.labels) if str(label) in wanted]
+    if not rows:
+        raise DataError(f"{split.source.get('path', 'split')}: no rows with labels {sorted(wanted)}")
+    return replace(split.subset(rows), source={**split.source, "kept_labels": len(wanted),
+                                               "dropped_rows": len(split) - len(rows)})
 
 
 def load_task_data(spec: DataSpec) -> TaskData:
