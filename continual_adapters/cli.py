@@ -251,5 +251,93 @@ def report(ctx, output, plots, as_json):
     _emit(data, as_json, text)
 
 
+@cli.command("export")
+@click.argument("task")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Archive file (cadapt) or folder (adapterhub) [TASK.cadapt.tar / TASK-adapterhub].")
+@click.option("--format", "fmt", type=click.Choice(["cadapt", "adapterhub"]), default="cadapt", show_default=True,
+              help="cadapt: self-contained archive for `cadapt import`; adapterhub: folder for adapters' load_adapter.")
+@json_option
+@click.pass_context
+def export_command(ctx, task, output, fmt, as_json):
+    """Write a task (bundle, config, metrics, provenance) for another registry or for AdapterHub."""
+    if fmt == "adapterhub":
+        from .adapterhub import export_adapterhub
+
+        result = export_adapterhub(_registry(ctx), task, output or f"{task}-adapterhub")
+        notes = [f"  note: {n}" for n in result.notes]
+        text = "\n".join([f"exported {task} to {result.path} (AdapterHub layout)"] + notes)
+    else:
+        from .archive import export_task
+
+        result = export_task(_registry(ctx), task, output or f"{task}.cadapt.tar")
+        text = f"exported {task} to {result.path} ({result.size_bytes:,} bytes, sha256 {result.sha256})"
+    _emit(result.to_dict(), as_json, text)
+
+
+@cli.command("import")
+@click.argument("archive", type=click.Path())
+@click.option("--name", default=None, help="Register under this name instead of the archived one.")
+@click.option("--allow-base-mismatch", is_flag=True,
+              help="Accept an archive trained on other base weights (warns; scores will not reproduce).")
+@json_option
+@click.pass_context
+def import_command(ctx, archive, name, allow_base_mismatch, as_json):
+    """Check an archive from `cadapt export` in full and register its task in this registry."""
+    from .archive import import_task
+
+    result = import_task(_registry(ctx), archive, allow_base_mismatch=allow_base_mismatch, name=name)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    _emit(result.to_dict(), as_json, f"imported {result.source_task} as {result.task} at position {result.position} "
+                                     f"(base {result.base}, bundle sha256 {result.bundle_sha256})")
+
+
+@cli.command("run-scenario")
+@click.argument("scenario_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(), default=None, help="Run folder, one registry per method [runs/<name>].")
+@click.option("--data-dir", envvar="CADAPT_DATA_DIR", type=click.Path(),
+              help="Where the scenario's datasets live [env CADAPT_DATA_DIR; default ../shared/data].")
+@click.option("--methods", default=None, help="Comma-separated subset of the scenario's methods.")
+@click.option("--registry", "single_registry", default=None,
+              help="Put a single-method scenario into this registry (path or URL) instead of --out.")
+@click.option("--results", type=click.Path(), default=None, help="Also write the comparison as Markdown here.")
+@click.option("--device", default=None)
+@click.option("--no-audit", is_flag=True, help="Skip the audit after each method.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+def run_scenario_command(scenario_file, out, data_dir, methods, single_registry, results, device, no_audit,
+                         quiet, as_json):
+    """Run a task-stream scenario (every method, every seed) and print the comparison."""
+    from pathlib import Path
+
+    from .comparison import compare, format_comparison, write_comparison_plots
+    from .scenario import load_scenario, run_scenario
+
+    scenario = load_scenario(scenario_file, data_dir)
+    out = Path(out or Path("runs") / scenario.name)
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    _quiet_libraries(quiet or as_json)
+    log = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    audits = run_scenario(scenario, out, chosen, device=device, progress=not (quiet or as_json),
+                          registry=single_registry, audit_runs=not no_audit, log=log)
+    if single_registry:
+        from .reporting import format_markdown, stream_report
+
+        data = stream_report(Registry(single_registry))
+        data["audit_ok"] = next(iter(audits.values()), None)
+        _emit(data, as_json, format_markdown(data))
+        return
+    data = compare(scenario, out, audits)
+    target = Path(results) if results else out / "results.md"
+    data["plots"] = write_comparison_plots(data, target.parent / "figures" if results else out / "figures", target)
+    command = f"cadapt run-scenario {scenario_file}" + (f" --methods {methods}" if methods else "") \
+        + f" --out {out}" + (f" --results {results}" if results else "")
+    text = format_comparison(data, command)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    _emit({k: v for k, v in data.items()}, as_json, text + f"\n(written to {target})")
+
+
 def main() -> None:
     cli(prog_name="cadapt")

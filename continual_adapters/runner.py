@@ -110,10 +110,16 @@ class Runner:
         return self._model
 
     def attach(self, name: str) -> None:
-        """Loads a ready task's bundle into the model after checking its recorded sha256."""
-        record = self.registry.verify_bundle(name)
-        if name not in self.model.tasks:
-            self.model.load_task(self.registry.bundle_path(name), expected_sha256=record.sha256)
+        """Loads a ready task's bundle into the model after checking its recorded sha256.
+
+        When tasks share trained weights (the naive baseline), every ready task is loaded in
+        stream order first, so the shared encoder is the latest one, as it would be deployed.
+        """
+        names = [t.name for t in self.registry.tasks()] if not self.model.isolates_tasks else []
+        for other in names if name in names else names + [name]:
+            if other not in self.model.tasks:
+                record = self.registry.verify_bundle(other)
+                self.model.load_task(self.registry.bundle_path(other), expected_sha256=record.sha256)
 
     def snapshot(self, names: list[str]) -> dict:
         """Hashes of the base weights, every earlier bundle file and every attached task's tensors."""
