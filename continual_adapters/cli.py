@@ -185,6 +185,8 @@ def add_task(ctx, name, data, data_dir, train, validation, test, dataset, subset
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
     _quiet_libraries(quiet or as_json)
     result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval, method=method)
+    if result is None:
+        return
     counts = result.param_counts
     lines = [f"task {name} ready at position {result.task.position}",
              f"  {result.eval_split}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items()),

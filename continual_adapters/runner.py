@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 
 from .bundle import bundle_bytes, sha256_file
+from . import distributed
 from .baselines import model_for_method
 from .config import BASELINE_METHODS, AdapterConfig, TaskSpec
 from .errors import ConfigError, IntegrityError, TaskExistsError
 from .model import ContinualModel
 from .registry import BundleDraft, EvaluationDraft, Registry, TaskRecord, validate_name
+from .scoring import higher_is_better
 from .taskdata import DataSpec, load_eval_split, load_task_data
 from .training import TrainConfig, encode, evaluate, resolve_device, train_task
 
@@ -78,7 +80,8 @@ class Runner:
                  progress: bool = True, method: str | None = None, top_k: int = 2):
         self.registry = registry
         self.encoder = encoder
-        self.device = resolve_device(device)
+        self.world = distributed.world()
+        self.device = distributed.device_for(self.world, resolve_device(device))
         self.progress = progress
         self._method, self._top_k = method, top_k
         self._model: ContinualModel | None = None
@@ -140,7 +143,9 @@ class Runner:
 
     def add_task(self, name: str, data: DataSpec, adapter: AdapterConfig | None = None,
                  train: TrainConfig | None = None, auto_size: bool = False,
-                 skip_reeval: bool = False, method: str | None = None) -> AddTaskResult:
+                 skip_reeval: bool = False, method: str | None = None) -> AddTaskResult | None:
+        """Registers a new task (see the module docstring). Under a multi-process launch only the
+        main process registers; the others train their share and return None."""
         validate_name(name)
         train = train or TrainConfig()
         self.registry.ensure()
@@ -155,6 +160,9 @@ class Runner:
             raise TaskExistsError(f"task {name!r} already exists ({existing[name].status})")
         loaded = load_task_data(data)
         model = self.model
+        if not self.world.is_main:
+            self._train(name, data, loaded, adapter, train, auto_size, method)
+            return None
         earlier = [t.name for t in self.registry.tasks()]
         for other in earlier:
             self.attach(other)
@@ -170,10 +178,9 @@ class Runner:
             self.registry.abort_task(name)
             raise
 
-    def _train_and_register(self, name, data, loaded, adapter, train, auto_size, skip_reeval,
-                            method, earlier, before) -> AddTaskResult:
+    def _train(self, name, data, loaded, adapter, train, auto_size, method):
+        """Trains the task's modules (every size, under auto) and leaves the best one attached."""
         model = self.model
-        metric = data.primary_metric
 
         def encoded(split_name, split):
             return encode(model.tokenizer, split.texts, split.pairs, loaded.targets[split_name],
@@ -188,15 +195,28 @@ class Runner:
                             adapter=replace(adapter, bottleneck=size))
             torch.manual_seed(train.seed)
             model.add_task(spec)
-            result = train_task(model, name, train_set, val_set, train, metric, progress=self.progress)
-            search.append({"bottleneck": size, "best_epoch": result.best_epoch, f"validation_{metric}": result.best_score})
-            if best is None or result.best_score > best[1].best_score:
+            result = train_task(model, name, train_set, val_set, train, data.primary_metric,
+                                progress=self.progress)
+            search.append({"bottleneck": size, "best_epoch": result.best_epoch,
+                           f"validation_{data.primary_metric}": result.best_score})
+            sign = 1.0 if higher_is_better(data.primary_metric) else -1.0
+            if best is None or sign * result.best_score > sign * best[1].best_score:
                 best = (spec, result, {k: v.clone() for k, v in model.task_modules(name).state_dict().items()})
             model.remove_task(name)
         spec, result, state = best
         model.add_task(spec).load_state_dict(state)
         model.eval()
+        return spec, result, search
 
+    def _train_and_register(self, name, data, loaded, adapter, train, auto_size, skip_reeval,
+                            method, earlier, before) -> AddTaskResult:
+        model = self.model
+
+        def encoded(split_name, split):
+            return encode(model.tokenizer, split.texts, split.pairs, loaded.targets[split_name],
+                          train.max_length, data.head)
+
+        spec, result, search = self._train(name, data, loaded, adapter, train, auto_size, method)
         evaluation = evaluate(model, name, encoded(loaded.eval_split, loaded.evaluation),
                               train.eval_batch_size, progress=self.progress)
         rel, sha, size = self.registry.write_file(name, bundle_bytes(model, name))

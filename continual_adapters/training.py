@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import ConfigError
 from .scoring import higher_is_better, score
 
@@ -91,12 +92,15 @@ def encode(tokenizer, texts: list[str], pairs: list[str] | None, targets, max_le
     return Encoded(features, torch.tensor(targets, dtype=dtype))
 
 
+def _pad(tokenizer, encoded: Encoded, rows: list[int], pad_to: int | None):
+    padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
+    return tokenizer.pad([encoded.features[i] for i in rows], return_tensors="pt", **padding)
+
+
 def _batches(tokenizer, encoded: Encoded, order, batch_size: int, pad_to: int | None):
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
-        batch = tokenizer.pad([encoded.features[i] for i in rows], return_tensors="pt", **padding)
-        yield rows, batch, encoded.targets[rows]
+        yield rows, _pad(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
 
 
 def _autocast(device: torch.device):
@@ -158,6 +162,8 @@ def train_task(model, task: str, train: Encoded, validation: Encoded, config: Tr
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in modules.parameters() if p.requires_grad]
+    current = distributed.init(device)
+    distributed.broadcast_parameters(params, current)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -168,23 +174,28 @@ def train_task(model, task: str, train: Encoded, validation: Encoded, config: Tr
     result = TrainResult(best_epoch=0, best_score=-math.inf * sign)
     best_state = None
     started = time.perf_counter()
-    bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress)
+    bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress or not current.is_main)
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
             order = torch.randperm(len(train), generator=generator).tolist()
             running = 0.0
-            for rows, batch, targets in _batches(model.tokenizer, train, order, config.batch_size, pad_to):
-                loss = _loss(spec.head, _forward(model, task, batch, device), targets.to(device))
-                loss.backward()
+            for start in range(0, len(order), config.batch_size):
+                rows = order[start:start + config.batch_size]
+                local = distributed.shard(rows, current)
+                if local:
+                    batch = _pad(model.tokenizer, train, local, pad_to)
+                    loss = _loss(spec.head, _forward(model, task, batch, device), train.targets[local].to(device))
+                    (loss * (len(local) / len(rows))).backward()
+                    running += loss.item()
+                    result.train_tokens += int(batch["attention_mask"].sum())
+                distributed.sum_gradients(params, current)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += loss.item()
                 result.steps += 1
-                result.train_tokens += int(batch["attention_mask"].sum())
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+                bar.set_postfix(epoch=epoch, loss=f"{running / (start // config.batch_size + 1):.4f}")
             val = evaluate(model, task, validation, config.eval_batch_size)
             result.history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, **val.scores})
             if sign * val.scores[metric] > sign * result.best_score:

@@ -104,3 +104,16 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """scenarios/smoke.yaml run end to end through the CLI, as CI and users run it."""
+    import json
+
+    if not (DATA_DIR / "sst2" / "train.jsonl").exists():
+        pytest.fail(f"real data not found at {DATA_DIR}; set CADAPT_DATA_DIR")
+    out = tmp_path_factory.mktemp("smoke")
+    result = cli_ok("run-scenario", ROOT / "scenarios" / "smoke.yaml", "--out", out, "--data-dir", DATA_DIR,
+                    "--results", out / "results.md", "--quiet", "--json")
+    return {"out": out, "data": json.loads(result.stdout)}
