@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) scenarios/demo.py
+	$(VENV)/bin/cadapt run-scenario scenarios/demo.yaml --registry registry.db
 
 test: install
 	$(PY) -m pytest -q

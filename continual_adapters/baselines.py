@@ -103,6 +103,16 @@ class BaselineModel(ContinualModel):
             for i, layer in enumerate(originals):
                 self._layer_list[start + i] = layer
 
+    def forward_mixed(self, input_ids, attention_mask, token_type_ids=None, *, tasks: list[str]):
+        """Baselines own encoder weights per task, so a mixed batch is one pass per task."""
+        out = [None] * len(tasks)
+        for name in dict.fromkeys(tasks):
+            rows = [i for i, t in enumerate(tasks) if t == name]
+            types = None if token_type_ids is None else token_type_ids[rows]
+            for row, logits in zip(rows, self(input_ids[rows], attention_mask[rows], types, task=name)):
+                out[row] = logits
+        return out
+
     def parameter_counts(self, name: str) -> ParamCounts:
         """Stored cost per task: the encoder copy (full), the top layers (top-k) or nothing
         beyond the head (naive keeps one shared encoder, though it trains all of it)."""

@@ -113,6 +113,7 @@ def fsck(ctx, repair, as_json):
     report = _registry(ctx).fsck(repair=repair)
     data = {"ok": report.ok, "orphan_files": report.orphan_files, "dead_pending": report.dead_pending,
             "missing_files": report.missing_files, "checksum_mismatches": report.checksum_mismatches,
+            "signature_mismatches": report.signature_mismatches,
             "repaired": report.repaired}
     text = "\n".join([f"{k}: {', '.join(v) if v else 'none'}" for k, v in data.items() if isinstance(v, list)]
                      + ["ok" if report.ok else "problems found" + ("" if repair else " (run with --repair)")])
@@ -236,15 +237,22 @@ def audit_command(ctx, tolerance, device, as_json):
 @cli.command()
 @click.option("--output", "-o", type=click.Path(), default=None, help="Write the Markdown report to this file.")
 @click.option("--plots", type=click.Path(), default=None, help="Folder for PNG figures (R heatmap, growth curve).")
+@click.option("--task-id", is_flag=True, help="Also measure task identification for --task auto (runs the model).")
 @json_option
 @click.pass_context
-def report(ctx, output, plots, as_json):
+def report(ctx, output, plots, task_id, as_json):
     """The stream's report: tasks, accuracy matrix, ACC/BWT/forgetting, parameter-growth ledger."""
     from pathlib import Path
 
     from .reporting import format_markdown, stream_report, write_plots
 
     data = stream_report(_registry(ctx))
+    if task_id:
+        from .runner import Runner
+        from .taskid import evaluate_identification
+
+        _quiet_libraries(True)
+        data["task_identification"] = evaluate_identification(Runner(_registry(ctx), progress=False))
     if plots:
         data["plots"] = [str(p) for p in write_plots(data, plots)]
     text = format_markdown(data)
@@ -339,6 +347,38 @@ def run_scenario_command(scenario_file, out, data_dir, methods, single_registry,
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     _emit({k: v for k, v in data.items()}, as_json, text + f"\n(written to {target})")
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--task", default=None, help="Task name, or 'auto' to predict each input's task.")
+@click.option("--file", "input_file", type=click.Path(), default=None,
+              help="JSONL/CSV/TSV (columns) or TXT (one text per line); '-' or nothing: stdin.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--text-pair-column", default=None)
+@click.option("--task-column", default=None, help="Column naming each row's task: one mixed batch.")
+@click.option("--top-k", type=int, default=1, show_default=True, help="Labels to show per input.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", default=None)
+@json_option
+@click.pass_context
+def predict(ctx, texts, task, input_file, text_column, text_pair_column, task_column, top_k, batch_size,
+            device, as_json):
+    """Label inputs with registered tasks (one, one per row, or auto-identified)."""
+    from .runner import Runner
+    from .serving import predict_inputs, read_inputs
+
+    _quiet_libraries(True)
+    inputs = read_inputs(texts, input_file, text_column, text_pair_column, task_column)
+    runner = Runner(_registry(ctx), device=device, progress=False)
+    for text, p in zip(inputs.texts, predict_inputs(runner, inputs, task, batch_size)):
+        top = p.top(top_k) if p.probabilities else [(p.label, p.score)]
+        if as_json:
+            click.echo(json.dumps({"text": text, "task": p.task, "label": p.label, "score": p.score,
+                                   "top": [{"label": k, "score": v} for k, v in top]}))
+        else:
+            shown = "  ".join(f"{k} {v:.3f}" for k, v in top)
+            click.echo(f"{p.task}\t{shown}\t{text[:80]}")
 
 
 def main() -> None:

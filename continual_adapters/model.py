@@ -77,6 +77,10 @@ class Prediction:
     label: str | float
     score: float
     probabilities: dict[str, float]
+    task: str | None = None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
 class Head(nn.Module):
@@ -214,17 +218,16 @@ class ContinualModel(nn.Module):
             bytes=sum(t.numel() * t.element_size() for t in tensors),
         )
 
-    def encode(self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean",
-               encoder: nn.Module | None = None) -> torch.Tensor:
-        """Pooled sentence features through whatever task is routed (`encoder`: another copy)."""
+    def _hidden(self, input_ids, attention_mask, token_type_ids=None, encoder: nn.Module | None = None):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = (encoder or self.encoder)(**kwargs).last_hidden_state
-        if pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return (encoder or self.encoder)(**kwargs).last_hidden_state
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean",
+               encoder: nn.Module | None = None) -> torch.Tensor:
+        """Pooled sentence features through whatever task is routed (`encoder`: another copy)."""
+        return pool(self._hidden(input_ids, attention_mask, token_type_ids, encoder), attention_mask, pooling)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, task: str | None = None) -> torch.Tensor:
         """Logits of `task` (default: the active task)."""
@@ -238,6 +241,33 @@ class ContinualModel(nn.Module):
     def _pooled(self, modules: nn.Module, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
 
+    def forward_mixed(self, input_ids, attention_mask, token_type_ids=None, *,
+                      tasks: list[str]) -> list[torch.Tensor]:
+        """Logits for a batch whose rows belong to different tasks, in one pass of the encoder.
+
+        Each wrapped sub-layer runs every task's adapter and LayerNorm on that task's rows only
+        (the router's groups), so the shared frozen weights are read once for the whole batch.
+        Returns one logit vector per row, in row order (tasks may have different label counts).
+        """
+        if len(tasks) != input_ids.shape[0]:
+            raise ConfigError(f"{len(tasks)} task names for a batch of {input_ids.shape[0]} rows")
+        rows: dict[str, list[int]] = {}
+        for i, name in enumerate(tasks):
+            rows.setdefault(name, []).append(i)
+        modules = {name: self.task_modules(name) for name in rows}
+        index = {name: torch.tensor(r, device=input_ids.device) for name, r in rows.items()}
+        self.router.groups = [(modules[name], index[name]) for name in rows]
+        try:
+            hidden = self._hidden(input_ids, attention_mask, token_type_ids)
+        finally:
+            self.router.groups = []
+        out: list[torch.Tensor | None] = [None] * len(tasks)
+        for name, picked in index.items():
+            pooled = pool(hidden[picked], attention_mask[picked], modules[name].spec.pooling)
+            for row, logits in zip(rows[name], modules[name].head(pooled)):
+                out[row] = logits
+        return out
+
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, max_length: int = 128):
         if self.tokenizer is None:
             raise ConfigError("this model has no tokenizer; pass token ids to forward()")
@@ -245,19 +275,32 @@ class ContinualModel(nn.Module):
                               padding=True, return_tensors="pt")
 
     @torch.no_grad()
-    def predict(self, texts: list[str], task: str, pairs: list[str] | None = None,
+    def predict(self, texts: list[str], task: str | list[str], pairs: list[str] | None = None,
                 batch_size: int = 32, max_length: int = 128) -> list[Prediction]:
-        """Label names with probabilities (or the regression value) for each text."""
-        spec = self.spec(task)
+        """Label names with probabilities (or the regression value) for each text.
+
+        `task` is one name, or one name per text: then each batch mixes tasks in one encoder
+        pass (`forward_mixed`), which is what serving many tasks from one encoder is about.
+        """
+        per_row = [task] * len(texts) if isinstance(task, str) else list(task)
+        if len(per_row) != len(texts):
+            raise ConfigError(f"{len(per_row)} task names for {len(texts)} texts")
+        for name in set(per_row):
+            self.task_modules(name)
         was_training = self.training
         self.eval()
         results: list[Prediction] = []
         try:
             for start in range(0, len(texts), batch_size):
                 chunk_pairs = pairs[start:start + batch_size] if pairs else None
+                names = per_row[start:start + batch_size]
                 batch = self.tokenize(texts[start:start + batch_size], chunk_pairs, max_length).to(self.device)
-                logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), task=task)
-                results.extend(_to_predictions(spec, logits.float().cpu()))
+                args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                if len(set(names)) == 1:
+                    rows = list(self(*args, task=names[0]).float().cpu())
+                else:
+                    rows = [r.float().cpu() for r in self.forward_mixed(*args, tasks=names)]
+                results.extend(_prediction(self.spec(name), row, name) for name, row in zip(names, rows))
         finally:
             self.train(was_training)
         return results
@@ -274,13 +317,18 @@ class ContinualModel(nn.Module):
         return load_bundle(self, path, expected_sha256, allow_base_mismatch)
 
 
-def _to_predictions(spec: TaskSpec, logits: torch.Tensor) -> list[Prediction]:
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence features: the first token, or the mean over real (unpadded) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _prediction(spec: TaskSpec, logits: torch.Tensor, task: str) -> Prediction:
     if spec.head == "regression":
-        return [Prediction(label=float(v), score=float(v), probabilities={}) for v in logits[:, 0]]
+        return Prediction(label=float(logits[0]), score=float(logits[0]), probabilities={}, task=task)
     probs = logits.softmax(-1)
-    out = []
-    for row in probs:
-        best = int(row.argmax())
-        out.append(Prediction(label=spec.labels[best], score=float(row[best]),
-                              probabilities={label: float(p) for label, p in zip(spec.labels, row)}))
-    return out
+    best = int(probs.argmax())
+    return Prediction(label=spec.labels[best], score=float(probs[best]), task=task,
+                      probabilities={label: float(p) for label, p in zip(spec.labels, probs)})

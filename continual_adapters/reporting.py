@@ -110,7 +110,20 @@ def format_markdown(report: dict) -> str:
             "| one model per task (× base) |", "|---|---|---|---|---|---|---|"]
     out += [f"| {r['task']} | {r['method']} | {r['added']:,} | {r['added_bytes'] or 0:,} | {r['percent_of_base']:.2f}% | "
             f"{r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |" for r in report["ledger"]]
+    if report.get("task_identification"):
+        out += _task_id_section(report["task_identification"])
     return "\n".join(out) + "\n"
+
+
+def _task_id_section(ident: dict) -> list[str]:
+    out = ["", "## Task-agnostic inference (`--task auto`)", "",
+           f"Nearest per-label centroid of the frozen encoder's features (taskid.py). Task identification "
+           f"over all evaluation splits: **{_fmt(ident['task_id_accuracy'])}** (chance {_fmt(ident['chance'])}).",
+           "", "| task | examples | task identified | accuracy, task given | accuracy, task predicted |",
+           "|---|---|---|---|---|"]
+    out += [f"| {t['task']} | {t['examples']} | {_fmt(t['task_id_accuracy'])} | {_fmt(t.get('accuracy_given_task'))} "
+            f"| {_fmt(t.get('accuracy_predicted_task'))} |" for t in ident["tasks"]]
+    return out
 
 
 def write_plots(report: dict, folder) -> list:

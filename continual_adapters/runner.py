@@ -29,6 +29,7 @@ from .errors import ConfigError, IntegrityError, TaskExistsError
 from .model import ContinualModel
 from .registry import BundleDraft, EvaluationDraft, Registry, TaskRecord, validate_name
 from .scoring import higher_is_better
+from .taskid import FEATURE_CAP, compute_centroids, save_centroids
 from .taskdata import DataSpec, load_eval_split, load_task_data
 from .training import TrainConfig, encode, evaluate, resolve_device, train_task
 
@@ -243,6 +244,10 @@ class Runner:
         hyper = {**train.to_dict(), "adapter": spec.adapter.__dict__, "method": method,
                  "best_epoch": result.best_epoch, "history": result.history, "size_search": search,
                  "device": str(model.device), "steps": result.steps, "train_tokens": result.train_tokens}
+        train_rows = slice(0, FEATURE_CAP)
+        save_centroids(self.registry, name, compute_centroids(
+            model, loaded.train.texts[train_rows], loaded.train.pairs[train_rows] if loaded.train.pairs else None,
+            loaded.train.labels[train_rows]), model.base_sha256())
         counts = model.parameter_counts(name).to_dict()
         self.registry.set_base_model(model.base_name, model.base_sha256(), model.base_parameter_count,
                                      model.architecture, model.hidden_size, model.num_layers)
