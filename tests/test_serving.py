@@ -78,3 +78,19 @@ def test_read_inputs_from_every_source(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(DataError, match="row 1 is not JSON"):
         read_inputs(file=str(tmp_path / "bad.jsonl"))
+
+
+def test_mixed_batch_benchmark_quick_mode_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "mixed.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "mixed_batch.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["tasks"] for r in data["rows"]] == [1, 3]
+    assert all(r["loop_ms"] > 0 and r["mixed_ms"] > 0 for r in data["rows"])
+    assert "speed-up" in result.stdout
