@@ -76,7 +76,7 @@ def centroid_path(registry, name: str) -> Path:
 
 
 def save_centroids(registry, name: str, value: torch.Tensor, base_sha256: str) -> Path:
-    meta = {"task": name, "base_sha256": base_sha256, "rows": str(len(value))}
+    meta = {"cadapt_taskid": json.dumps({"task": name, "base_sha256": base_sha256}, sort_keys=True)}
     return atomic_write(centroid_path(registry, name), save({"centroids": value.contiguous()}, metadata=meta))
 
 
@@ -88,9 +88,9 @@ def _stored(registry, name: str, base_sha256: str) -> torch.Tensor | None:
     try:
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
         tensor = load(data)["centroids"]
+        meta = json.loads(header["__metadata__"]["cadapt_taskid"])
     except Exception:
         return None
-    meta = header.get("__metadata__", {})
     if meta.get("task") != name or meta.get("base_sha256") != base_sha256 or tensor.ndim != 2:
         return None
     return tensor.float()
