@@ -314,10 +314,11 @@ def import_command(ctx, archive, name, allow_base_mismatch, as_json):
 @click.option("--results", type=click.Path(), default=None, help="Also write the comparison as Markdown here.")
 @click.option("--device", default=None)
 @click.option("--no-audit", is_flag=True, help="Skip the audit after each method.")
+@click.option("--report-only", is_flag=True, help="Train nothing: audit and compare the tasks already there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def run_scenario_command(scenario_file, out, data_dir, methods, single_registry, results, device, no_audit,
-                         quiet, as_json):
+                         report_only, quiet, as_json):
     """Run a task-stream scenario (every method, every seed) and print the comparison."""
     from pathlib import Path
 
@@ -330,7 +331,7 @@ def run_scenario_command(scenario_file, out, data_dir, methods, single_registry,
     _quiet_libraries(quiet or as_json)
     log = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     audits = run_scenario(scenario, out, chosen, device=device, progress=not (quiet or as_json),
-                          registry=single_registry, audit_runs=not no_audit, log=log)
+                          registry=single_registry, audit_runs=not no_audit, train=not report_only, log=log)
     if single_registry:
         from .reporting import format_markdown, stream_report
 
@@ -342,7 +343,7 @@ def run_scenario_command(scenario_file, out, data_dir, methods, single_registry,
     target = Path(results) if results else out / "results.md"
     data["plots"] = write_comparison_plots(data, target.parent / "figures" if results else out / "figures", target)
     command = f"cadapt run-scenario {scenario_file}" + (f" --methods {methods}" if methods else "") \
-        + f" --out {out}" + (f" --results {results}" if results else "")
+        + f" --out {out}" + (f" --results {results}" if results else "") + (" --report-only" if report_only else "")
     text = format_comparison(data, command)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")

@@ -214,11 +214,12 @@ def run_method(scenario: Scenario, settings: MethodSettings, seed: int, registry
 
 def run_scenario(scenario: Scenario, out: str | Path, methods: list[str] | None = None,
                  device: str | None = None, progress: bool = True, registry: str | None = None,
-                 audit_runs: bool = True, log=print) -> dict[tuple[str, int], bool]:
+                 audit_runs: bool = True, train: bool = True, log=print) -> dict[tuple[str, int], bool]:
     """Runs every (method, seed) into `out/<method>/seed<k>/registry.db` and audits each.
 
     `registry` puts a single-method, single-seed scenario into that registry instead (the
-    README's demo uses ./registry.db). Returns whether each run's audit passed.
+    README's demo uses ./registry.db). `train=False` only audits what is there (to report on a
+    run still in progress elsewhere). Returns whether each run's audit passed.
     """
     from .audit import audit
     from .runner import Runner
@@ -235,7 +236,10 @@ def run_scenario(scenario: Scenario, out: str | Path, methods: list[str] | None 
             folder = scenario.run_dir(Path(out), settings, seed)
             folder.mkdir(parents=True, exist_ok=True)
             reg = Registry(folder / "registry.db")
-        run_method(scenario, settings, seed, reg, device=device, progress=progress, log=log)
+        if train:
+            run_method(scenario, settings, seed, reg, device=device, progress=progress, log=log)
+        elif not reg.initialized() or not reg.tasks():
+            continue
         if audit_runs:
             report = audit(Runner(reg, device=device, progress=False))
             audits[(settings.label, seed)] = report.ok

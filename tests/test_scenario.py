@@ -95,3 +95,15 @@ def test_rerun_resumes_without_retraining(smoke_run, data_dir):
                     "--data-dir", data_dir, "--no-audit", "--quiet")
     assert "task 1/3" not in result.output
     assert Registry(out / "adapters" / "seed0" / "registry.db").dump() == before
+
+
+def test_report_only_trains_nothing_and_still_compares(smoke_run, data_dir):
+    from conftest import cli_ok
+
+    out = smoke_run["out"]
+    before = Registry(out / "naive" / "seed0" / "registry.db").dump()
+    result = cli_ok("run-scenario", ROOT / "scenarios" / "smoke.yaml", "--out", out, "--data-dir", data_dir,
+                    "--report-only", "--no-audit", "--results", out / "again.md")
+    assert "task 1/3" not in result.output
+    assert Registry(out / "naive" / "seed0" / "registry.db").dump() == before
+    assert "--report-only" in (out / "again.md").read_text()
