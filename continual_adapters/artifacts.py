@@ -4,6 +4,7 @@ Split out of the registry so the database logic (registry.py) and the on-disk si
 can be read separately. Nothing here touches the database; callers pass the artifact root.
 """
 
+import errno
 import hashlib
 import os
 import re
@@ -79,27 +80,60 @@ def safe_path(root: Path, rel: str) -> Path:
     return full
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (signals, some filesystems); only a full write counts."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+
+
 def write_bundle(root: Path, name: str, data: bytes, crash_point: Callable[[str], None]) -> tuple[str, str, int]:
-    """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one."""
-    bundles = bundles_dir(root, create=True)
+    """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one.
+
+    An OSError at any step (ENOSPC, EIO, a read-only disk) removes the temp file and becomes a
+    RegistryError naming the step and the path; after a failed rename or directory fsync the
+    final name is removed too, so a failed write leaves the folder as it was. The final name is
+    content-addressed, so if it already exists it holds these very bytes.
+    """
+    try:
+        bundles = bundles_dir(root, create=True)
+    except OSError as err:
+        raise RegistryError(f"cannot create the bundle folder under {root}: {err}") from err
     digest = hashlib.sha256(data).hexdigest()
     rel = f"bundles/{name}-{digest[:16]}.safetensors"
     final = safe_path(root, rel)
     tmp = bundles / f".tmp-{name}-{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    existed = os.path.lexists(final)
+    step = "create"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            step = "write"
+            _write_all(fd, data)
             crash_point("after_tmp_write")
-            fh.flush()
-            os.fsync(fh.fileno())
+            step = "fsync"
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         crash_point("after_fsync")
+        step = "rename"
         os.replace(tmp, final)
+        crash_point("after_rename")
+        step = "directory fsync"
+        _fsync_dir(bundles)
+        crash_point("after_dir_fsync")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if step in ("rename", "directory fsync") and not existed:
+            final.unlink(missing_ok=True)
+        raise RegistryError(f"cannot write the bundle of task {name!r} to {final} ({step} failed: {err}); "
+                            "nothing was recorded") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    crash_point("after_rename")
-    _fsync_dir(bundles)
     return rel, digest, len(data)
 
 
@@ -116,7 +150,10 @@ def file_problem(root: Path, rel: str, sha256: str, size: int) -> tuple[str, str
         return "mismatch", "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a regular file"
     if st.st_size != size:
         return "mismatch", f"size is {st.st_size} bytes, registry says {size}"
-    actual = _sha256_file(path)
+    try:
+        actual = _sha256_file(path)
+    except OSError as err:
+        return "mismatch", f"cannot be read ({err})"
     return None if actual == sha256 else ("mismatch", f"sha256 is {actual}, registry says {sha256}")
 
 
@@ -130,7 +167,18 @@ def remove_unreferenced(root: Path, name: str, referenced: set[str]) -> None:
     bundles = bundles_dir(root)
     for entry in sorted(os.listdir(bundles)) if bundles.is_dir() else []:
         if _owned_by(entry, name) and f"bundles/{entry}" not in referenced:
-            (bundles / entry).unlink(missing_ok=True)
+            remove_entry(root, f"bundles/{entry}")
+
+
+def remove_entry(root: Path, rel: str) -> None:
+    """Unlinks a file or a symlink (never its target); a directory someone put among the bundles
+    is left for a person, since nothing cadapt writes is one."""
+    path = root / rel
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def list_files(root: Path) -> list[dict[str, Any]]:

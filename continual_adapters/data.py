@@ -1,4 +1,5 @@
-"""Reading task data: local files (JSONL, JSON, CSV, TSV, parquet) or hub datasets, via `datasets`.
+"""Reading task data: local files (JSONL, JSON, CSV, TSV parsed here; parquet via pyarrow) or hub
+datasets via `datasets`.
 
 Every problem is reported as a `DataError` that names the file, column and row, because a
 user adding a task should never have to guess which of three files had the empty line.
@@ -7,15 +8,18 @@ given by the user, by the dataset's `dataset.json`, or the sorted names seen in 
 """
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import sha256_file
 from .errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -75,47 +79,213 @@ def read_dataset_json(folder: str | Path) -> dict:
     if not meta_path.is_file():
         raise DataError(f"{folder}: no dataset.json (expected train/validation/test.jsonl and dataset.json)")
     try:
-        return json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
+        raw = meta_path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
+    meta = _json_value(_decode(meta_path, raw), str(meta_path))
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    labels = meta.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(v, (str, int)) for v in labels)
+                               or len({str(v) for v in labels}) != len(labels)):
+        raise DataError(f"{meta_path}: 'labels' must be a list of distinct names")
+    if not isinstance(meta.get("pair", False), bool):
+        raise DataError(f"{meta_path}: 'pair' must be true or false")
+    return meta
 
 
-def _read_table(path: Path):
-    import datasets
+def _decode(path: Path, raw: bytes) -> str:
+    """Strict UTF-8 (a leading byte-order mark is accepted and dropped); a bad byte is named by line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
+
+def _strict_object(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"duplicate key {sorted(k for k in set(keys) if keys.count(k) > 1)[0]!r}")
+    return dict(pairs)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_value(text: str, where: str):
+    """json.loads without NaN/Infinity literals or duplicate keys; nesting too deep for Python is a
+    DataError like any other malformed row."""
+    try:
+        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DataError(f"{where}: not valid JSON ({message})") from None
+
+
+def _json_rows(path: Path, text: str) -> tuple[list[dict], list[int], int]:
+    """JSON Lines, or (for .json) one array of objects. Blank lines are skipped and counted."""
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        rows = _json_value(text, str(path))
+        lines = list(range(1, len(rows) + 1))
+        where = [f"{path} row {n}" for n in lines]
+        blank = 0
+    else:
+        rows, lines, where, blank = [], [], [], 0
+        physical = text.split("\n")
+        if physical and physical[-1] == "":
+            physical.pop()
+        for number, line in enumerate(physical, 1):
+            if not line.strip():
+                blank += 1
+                continue
+            rows.append(_json_value(line, f"{path} line {number}"))
+            lines.append(number)
+            where.append(f"{path} row {number}")
+    for row, place in zip(rows, where):
+        if not isinstance(row, dict):
+            raise DataError(f"{place}: expected a JSON object, got {type(row).__name__}")
+    return rows, lines, blank
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[dict], list[int], int]:
+    """The csv module in strict mode; every record must have exactly the header's fields. Records
+    are numbered by the physical line they start on, so quoted newlines do not shift the count."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows, lines, blank, header = [], [], 0, None
+    start = 1
+    try:
+        for record in reader:
+            if not record:
+                blank += 1
+            elif header is None:
+                header = record
+                duplicated = sorted({c for c in header if header.count(c) > 1})
+                if duplicated:
+                    raise DataError(f"{path} line {start}: duplicate column names {duplicated}")
+            elif len(record) != len(header):
+                raise DataError(f"{path} row {start}: {len(record)} fields, the header has {len(header)}")
+            else:
+                rows.append(dict(zip(header, record)))
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})") from None
+    return rows, lines, blank
+
+
+def _infer_numbers(values: list) -> list:
+    """CSV cells are text; a label column whose every cell is a number is read as numbers (as
+    pandas would), so numeric labels keep their numeric class order."""
+    if values and all(isinstance(v, str) and _INT.fullmatch(v.strip()) for v in values):
+        return [int(v) for v in values]
+    if values and all(isinstance(v, str) and _FLOAT.fullmatch(v.strip()) for v in values):
+        return [float(v) for v in values]
+    return values
+
+
+def _parquet_rows(path: Path) -> tuple[dict[str, list], int]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path).to_pydict()
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read as parquet ({message})") from None
+    return table, len(next(iter(table.values()), []))
+
+
+def read_rows(path: Path, columns: tuple[str, str | None, str]) -> tuple[dict[str, list], list[int], dict]:
+    """The wanted columns of a local file as lists, the line each row came from, and notes on what
+    was skipped. Rows lacking a column get MISSING, which validation reports by row."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
+    suffix = path.suffix.lower()
+    if suffix not in BUILDERS:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(BUILDERS)}")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    datasets.disable_progress_bars()
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as exc:  # datasets raises many unrelated types for unreadable files
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read as {builder} ({message})") from None
-    return table
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not raw:
+        raise DataError(f"{path}: file is empty")
+    notes = {"sha256": hashlib.sha256(raw).hexdigest()}
+    if suffix == ".parquet":
+        table, count = _parquet_rows(path)
+        return table, list(range(1, count + 1)), notes
+    text = _decode(path, raw)
+    rows, lines, blank = (_csv_rows if BUILDERS[suffix] == "csv" else _json_rows)(path, text)
+    if blank:
+        notes["blank_lines_skipped"] = blank
+    present = set().union(*rows) if rows else set()
+    for column in columns:
+        if column is not None and rows and column not in present:
+            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(sorted(present))})")
+    table = {c: [row.get(c, MISSING) for row in rows] for c in columns if c is not None}
+    if BUILDERS[suffix] == "csv" and columns[2] in table:
+        table[columns[2]] = _infer_numbers(table[columns[2]])
+    return table, lines, notes
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()
+_INT = re.compile(r"[+-]?\d{1,18}")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# Spellings of a missing or non-finite number that pandas and spreadsheets write into label cells.
+NOT_A_LABEL = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}
+
+
+def _check_string(value: str, where: str, what: str) -> None:
+    if "\x00" in value:
+        raise DataError(f"{where}: {what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: {what} contains an unpaired surrogate (not valid Unicode)") from None
 
 
 def _check_text(value, where: str) -> str:
+    if value is MISSING:
+        raise DataError(f"{where}: column is missing in this row")
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: text is missing or empty ({value!r:.40})")
+    _check_string(value, where, "text")
     return value
 
 
 def _check_label(value, where: str):
+    if value is MISSING:
+        raise DataError(f"{where}: column is missing in this row")
     if value is None or isinstance(value, (list, dict)) or (isinstance(value, float) and math.isnan(value)):
         raise DataError(f"{where}: label is missing or not a scalar ({value!r:.40})")
-    if isinstance(value, str) and not value.strip():
-        raise DataError(f"{where}: label is empty")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise DataError(f"{where}: label {value!r:.40} is not a finite number")
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"{where}: label is empty")
+        if value.strip().lower() in NOT_A_LABEL:
+            raise DataError(f"{where}: label {value!r:.40} is a missing or non-finite number, not a class")
+        _check_string(value, where, "label")
+    elif not isinstance(value, (int, float, bool)):
+        raise DataError(f"{where}: label has unsupported type {type(value).__name__}")
     return value
 
 
-def to_split(rows: dict[str, list], columns: tuple[str, str | None, str], source: dict, where: str) -> Split:
-    """Validates column presence and every row; `rows` maps column names to value lists."""
+def to_split(rows: dict[str, list], columns: tuple[str, str | None, str], source: dict, where: str,
+             lines: list[int] | None = None) -> Split:
+    """Validates column presence and every row; `rows` maps column names to value lists, `lines`
+    gives each row's line in its file (default: counted from 1, +1 for a CSV header line)."""
     text_column, pair_column, label_column = columns
     for column in (text_column, pair_column, label_column):
         if column is not None and column not in rows:
@@ -123,24 +293,30 @@ def to_split(rows: dict[str, list], columns: tuple[str, str | None, str], source
     count = len(rows[text_column])
     if count == 0:
         raise DataError(f"{where}: no rows")
-    # Rows count from 1 as a person reading the file would; +1 more for a CSV header line.
-    offset = 2 if source.get("format") == "csv" else 1
-    texts = [_check_text(v, f"{where} row {i + offset} column {text_column!r}") for i, v in enumerate(rows[text_column])]
+    if lines is None:
+        offset = 2 if source.get("format") == "csv" else 1
+        lines = [i + offset for i in range(count)]
+    texts = [_check_text(v, f"{where} row {n} column {text_column!r}") for n, v in zip(lines, rows[text_column])]
     pairs = None
     if pair_column is not None:
-        pairs = [_check_text(v, f"{where} row {i + offset} column {pair_column!r}") for i, v in enumerate(rows[pair_column])]
-    labels = [_check_label(v, f"{where} row {i + offset} column {label_column!r}") for i, v in enumerate(rows[label_column])]
-    return Split(texts, pairs, labels, {**source, "rows": count}, [i + offset for i in range(count)])
+        pairs = [_check_text(v, f"{where} row {n} column {pair_column!r}") for n, v in zip(lines, rows[pair_column])]
+    labels = [_check_label(v, f"{where} row {n} column {label_column!r}") for n, v in zip(lines, rows[label_column])]
+    return Split(texts, pairs, labels, {**source, "rows": count}, list(lines))
 
 
 def load_split(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
                label_column: str = "label", limit: int | None = None, seed: int = 13) -> Split:
-    """Reads and validates one local file; `limit` keeps a seeded random subset of that size."""
+    """Reads and validates one local file; `limit` keeps a seeded random subset of that size.
+
+    Files are parsed here, not by a dataframe library, so that nothing is coerced silently: see
+    docs/reliability.md for what is rejected (with the file, row and column) and what is skipped
+    and counted (blank lines, recorded as ``blank_lines_skipped`` in the provenance)."""
     path = Path(path)
-    table = _read_table(path)
-    source = {"kind": "file", "path": str(path), "sha256": sha256_file(path),
-              "format": BUILDERS[path.suffix.lower()]}
-    split = to_split(table.to_dict(), (text_column, pair_column, label_column), source, str(path))
+    columns = (text_column, pair_column, label_column)
+    table, lines, notes = read_rows(path, columns)
+    source = {"kind": "file", "path": str(path), "sha256": notes.pop("sha256"),
+              "format": BUILDERS[path.suffix.lower()], **notes}
+    split = to_split(table, columns, source, str(path), lines)
     return cap(split, limit, seed)
 
 
@@ -161,8 +337,18 @@ def load_hub_split(dataset: str, subset: str | None, split_name: str, *, text_co
     where = f"hub {dataset}/{subset or ''}:{split_name}"
     split = to_split(table.to_dict(), (text_column, pair_column, label_column), source, where)
     if names is not None:
-        split = replace(split, labels=[names[int(v)] if int(v) >= 0 else v for v in split.labels])
+        split = replace(split, labels=[_class_name(names, v, f"{where} row {split.row_number(i)}")
+                                       for i, v in enumerate(split.labels)])
     return cap(split, limit, seed), names
+
+
+def _class_name(names: list[str], value, where: str):
+    """A ClassLabel id to its name; negative ids (unlabelled rows) stay numbers for encode_labels to report."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{where}: class id {value!r:.40} is not an integer")
+    if value >= len(names):
+        raise DataError(f"{where}: class id {value} is out of range (the dataset names {len(names)} classes)")
+    return names[value] if value >= 0 else value
 
 
 def cap(split: Split, limit: int | None, seed: int) -> Split:
@@ -194,7 +380,10 @@ def carve_validation(train: Split, fraction: float = 0.1, seed: int = 13) -> tup
 def label_names(train: Split, given: list[str] | None = None) -> list[str]:
     """The head's class order: as given, else numeric order for numbers, else sorted names."""
     if given:
-        return [str(v) for v in given]
+        names = [str(v) for v in given]
+        if len(set(names)) != len(names):
+            raise DataError(f"label list {names[:20]} names a label twice")
+        return names
     seen = set(train.labels)
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
         return [_number_name(v) for v in sorted(seen)]
@@ -208,10 +397,17 @@ def _number_name(value) -> str:
 def encode_labels(split: Split, names: list[str], head: str, where: str) -> list:
     """Class ids for classification (DataError naming the row for an unknown label); floats for regression."""
     if head == "regression":
-        try:
-            return [float(v) for v in split.labels]
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{where}: regression labels must be numbers ({exc})") from None
+        values = []
+        for i, value in enumerate(split.labels):
+            try:
+                number = float(value) if not isinstance(value, bool) else math.nan
+            except (TypeError, ValueError, OverflowError):
+                number = math.nan
+            if not math.isfinite(number):
+                raise DataError(f"{where} row {split.row_number(i)}: regression label {value!r:.40} "
+                                "is not a finite number")
+            values.append(number)
+        return values
     index = {name: i for i, name in enumerate(names)}
     ids = []
     for i, value in enumerate(split.labels):

@@ -4,7 +4,7 @@
 positions and timestamps. They have no database dependency, so they are importable on their own.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ class TaskRecord:
     updated_at: datetime
     owner_pid: int | None
     owner_host: str | None
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,24 @@ class EvaluationRecord:
 
 @dataclass(frozen=True)
 class FsckReport:
-    """``repaired`` means orphans and dead pending rows listed here were removed by this run."""
+    """``repaired`` means orphans and dead pending rows listed here were removed by this run.
+
+    ``signature_mismatches`` (tasks whose signed fields no longer match their HMAC, or that are
+    unsigned) is only filled when ``CADAPT_REGISTRY_KEY`` is set; fsck never repairs it, since
+    only a person can tell which side of the mismatch is true.
+    """
 
     orphan_files: list[str]
     dead_pending: list[str]
     missing_files: list[str]
     checksum_mismatches: list[str]
     repaired: bool
+    signature_mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         leftovers = not self.repaired and (self.orphan_files or self.dead_pending)
-        return not (leftovers or self.missing_files or self.checksum_mismatches)
+        return not (leftovers or self.missing_files or self.checksum_mismatches or self.signature_mismatches)
 
 
 def _record(cls: type, row: Any, **extra: Any) -> Any:

@@ -3,7 +3,8 @@
 The registry is a database (SQLite by default, PostgreSQL for shared setups) because several
 training processes may add tasks to one stream at once: a task's position, its bundle row and
 its evaluation rows must land together or not at all. Bundle bytes live in files under the
-artifact root; rows only point at them by relative path and sha256.
+artifact root; rows only point at them by relative path and sha256. Writers are serialised by
+one lock (engine.py); the read-side queries live in queries.py.
 
 Adding a task is a three-step protocol, so a crash anywhere leaves only things fsck can find:
 ``begin_task`` (a ``pending`` row owned by this pid/host) -> ``write_file`` (temp file, fsync,
@@ -15,9 +16,12 @@ Crash injection, for tests of that claim: if the environment variable ``CADAPT_C
 one of ``CRASH_POINTS`` the process calls ``os._exit(97)`` on reaching that step (no cleanup, no
 flush, like a kill -9). In-process tests may instead set the module attribute ``_fault_hook`` to a
 callable; it receives each step name and may raise.
+
+With ``CADAPT_REGISTRY_KEY`` set, every write that changes a task's critical fields re-signs
+them (signing.py) in the same transaction, and ``verify_bundle`` and ``fsck`` check the
+signatures.
 """
 
-import json
 import math
 import os
 import re
@@ -25,29 +29,31 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from continual_adapters import signing
 from continual_adapters.artifacts import (_owned_by, _owner_alive, bundle_entries, bundles_dir, file_problem,
-                                          list_files, remove_unreferenced, safe_path, write_bundle)
-from continual_adapters.errors import (ConfigError, IntegrityError, RegistryError, SchemaVersionError,
-                                       TaskExistsError, TaskNotFoundError)
+                                          remove_entry, remove_unreferenced, safe_path, write_bundle)
+from continual_adapters.engine import make_engine, take_write_lock
+from continual_adapters.errors import ConfigError, IntegrityError, RegistryError, SchemaVersionError, TaskExistsError
+from continual_adapters.queries import RegistryQueries, signed_fields
 from continual_adapters.records import (BaseModelRecord, BundleDraft, BundleRecord, EvaluationDraft,
                                         EvaluationRecord, FsckReport, TaskRecord, _record)
 from continual_adapters.schema import STATUSES  # noqa: F401  (re-exported: it used to be defined here)
-from continual_adapters.schema import EVAL_KINDS, HEADS, _Base, _BaseModel, _Bundle, _Evaluation, _Meta, _now, _Task
+from continual_adapters.schema import (EVAL_KINDS, HEADS, MIGRATIONS, SCHEMA_VERSION, _Base, _BaseModel, _Bundle,
+                                       _Evaluation, _Meta, _now, _Task)
 
 __all__ = ["SCHEMA_VERSION", "CRASH_POINTS", "BaseModelRecord", "TaskRecord", "BundleDraft", "BundleRecord",
            "EvaluationDraft", "EvaluationRecord", "FsckReport", "Registry", "resolve_url", "validate_name"]
 
-SCHEMA_VERSION = 1
-CRASH_POINTS = ("after_tmp_write", "after_fsync", "after_rename", "before_commit", "after_commit")
+CRASH_POINTS = ("after_begin", "after_tmp_write", "after_fsync", "after_rename", "after_dir_fsync",
+                "before_commit", "after_commit")
 DEFAULT_STALE_AFTER = 24 * 3600.0
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -80,32 +86,7 @@ def resolve_url(url: str | os.PathLike | None) -> str:
     return url if "://" in url else f"sqlite:///{os.path.abspath(os.path.expanduser(url))}"
 
 
-def _make_engine(url: Any, sqlite: bool) -> Engine:
-    """SQLAlchemy's documented pysqlite recipe: we emit BEGIN ourselves, IMMEDIATE for writes.
-
-    Taking the write lock at BEGIN (not at the first INSERT) means two writers never both read
-    max(position) and then deadlock upgrading; the loser simply waits on busy_timeout.
-    """
-    if not sqlite:
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("cadapt_write") else "BEGIN")
-
-    return engine
-
-
-class Registry:
+class Registry(RegistryQueries):
     """One registry database plus its artifact folder; every method is one short transaction."""
 
     validate_name = staticmethod(validate_name)
@@ -124,7 +105,7 @@ class Registry:
             parsed = parsed.set(database=str(self._db_file))
         self.root = self._artifact_root(artifacts)
         try:
-            self._engine = _make_engine(parsed, self._sqlite)
+            self._engine = make_engine(parsed, self._sqlite)
         except (sa_exc.NoSuchModuleError, ImportError) as err:
             raise RegistryError(f"no database driver for {self._shown}: {err}") from err
         self._write_engine = self._engine.execution_options(cadapt_write=True)
@@ -156,15 +137,21 @@ class Registry:
 
     @contextmanager
     def _session(self, write: bool, check: bool = True) -> Iterator[Session]:
-        """Unreachable servers and lock timeouts become RegistryError so the CLI reports them plainly."""
+        """Unreachable servers, lock timeouts, a full disk or a corrupt file become RegistryError so
+        the CLI reports them plainly; constraint violations stay sa IntegrityError for the callers
+        that turn a lost race into TaskExistsError."""
         if check and self._db_file is not None and not self._db_file.exists():
             raise self._not_initialised()
         try:
             with Session(self._write_engine if write else self._engine, expire_on_commit=False) as s, s.begin():
+                if write:
+                    take_write_lock(s)
                 if check:
                     self._check_version(self._stored_version(s))
                 yield s
-        except sa_exc.OperationalError as err:
+        except sa_exc.IntegrityError:
+            raise
+        except sa_exc.DBAPIError as err:
             raise RegistryError(f"registry {self._shown} cannot be used: {err.orig}") from err
 
     def _write(self) -> Any:
@@ -172,6 +159,9 @@ class Registry:
 
     def _read(self) -> Any:
         return self._session(write=False)
+
+    def _safe_path(self, rel: str) -> Path:
+        return safe_path(self.root, rel)
 
     def _not_initialised(self) -> RegistryError:
         return RegistryError(f"registry not initialised at {self._shown}; run `cadapt init`")
@@ -188,8 +178,14 @@ class Registry:
             raise self._not_initialised()
         if stored != str(SCHEMA_VERSION):
             age = "newer" if stored.isdigit() and int(stored) > SCHEMA_VERSION else "older"
+            hint = "; run `cadapt init` to migrate it" if self._migratable(stored) else "; use a matching cadapt release"
             raise SchemaVersionError(f"registry at {self._shown} has schema version {stored}, {age} than this code "
-                                     f"(version {SCHEMA_VERSION}); use a matching cadapt release")
+                                     f"(version {SCHEMA_VERSION}){hint}")
+
+    @staticmethod
+    def _migratable(stored: str) -> bool:
+        return stored.isdigit() and int(stored) < SCHEMA_VERSION and all(
+            v in MIGRATIONS for v in range(int(stored), SCHEMA_VERSION))
 
     def initialized(self) -> bool:
         if self._db_file is not None and not self._db_file.exists():
@@ -198,21 +194,32 @@ class Registry:
             return self._stored_version(s) is not None
 
     def init(self) -> None:
-        """Idempotent, and checks the version before any DDL so an old tool cannot half-migrate."""
+        """Creates or migrates the schema exactly once even when many processes start together: the
+        version is read and the DDL run inside one write transaction, under the writers' lock.
+        Idempotent, and checks the version before any DDL so an old tool cannot half-migrate."""
         if self._db_file is not None:
             self._db_file.parent.mkdir(parents=True, exist_ok=True)
         with self._session(write=True, check=False) as s:
             stored = self._stored_version(s)
-            if stored is not None:
-                self._check_version(stored)
-            _Base.metadata.create_all(s.connection())
             if stored is None:
+                _Base.metadata.create_all(s.connection())
                 s.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif stored != str(SCHEMA_VERSION):
+                if not self._migratable(stored):
+                    self._check_version(stored)
+                for version in range(int(stored), SCHEMA_VERSION):
+                    for statement in MIGRATIONS[version]:
+                        s.execute(text(statement))
+                s.get(_Meta, "schema_version").value = str(SCHEMA_VERSION)
         bundles_dir(self.root, create=True)
 
     def ensure(self) -> "Registry":
-        if not self.initialized():
-            self.init()
+        """Creates a missing registry and migrates an older one, so `add-task` needs no separate `init`."""
+        if self._db_file is None or self._db_file.exists():
+            with self._session(write=False, check=False) as s:
+                if self._stored_version(s) == str(SCHEMA_VERSION):
+                    return self
+        self.init()
         return self
 
     # -- base model ----------------------------------------------------------------------------
@@ -233,11 +240,6 @@ class Registry:
                                      f"this model is {name} (sha256 {sha256[:16]})")
             return _record(BaseModelRecord, row)
 
-    def base_model(self) -> BaseModelRecord | None:
-        with self._read() as s:
-            row = s.scalar(select(_BaseModel))
-            return None if row is None else _record(BaseModelRecord, row)
-
     # -- adding tasks --------------------------------------------------------------------------
 
     def begin_task(self, name: str, *, labels: list[str], head: str, method: str = "adapters",
@@ -248,9 +250,11 @@ class Registry:
         if not all(isinstance(label, str) for label in labels):
             raise ConfigError(f"labels of task {name!r} must be strings")
         try:
-            return self._begin(name, labels, head, method, primary_metric, data)
+            record = self._begin(name, labels, head, method, primary_metric, data)
         except sa_exc.IntegrityError as err:
             raise TaskExistsError(f"task {name!r} was just created by another process") from err
+        _crash_point("after_begin")
+        return record
 
     def _begin(self, name: str, labels: list[str], head: str, method: str, primary_metric: str,
                data: dict[str, Any]) -> TaskRecord:
@@ -271,11 +275,9 @@ class Registry:
             s.flush()
             return _record(TaskRecord, row)
 
-    def _safe_path(self, rel: str) -> Path:
-        return safe_path(self.root, rel)
-
     def write_file(self, name: str, data: bytes) -> tuple[str, str, int]:
-        """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one."""
+        """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one.
+        An OSError (disk full, I/O error) becomes RegistryError after the temp file is removed."""
         validate_name(name)
         return write_bundle(self.root, name, data, _crash_point)
 
@@ -297,16 +299,28 @@ class Registry:
             ids[name] = row.id
         return ids
 
+    def _resign(self, s: Session, tasks: list[_Task]) -> None:
+        """Re-signs tasks whose signed fields this transaction changed. Without the key, a registry
+        that holds signatures is refused rather than left with signatures that no longer match."""
+        key = signing.registry_key()
+        if key is None:
+            if s.scalar(select(func.count()).select_from(_Task).where(_Task.signature.is_not(None))):
+                raise RegistryError(f"registry {self._shown} is signed: set {signing.KEY_ENV} to write to it")
+            return
+        s.flush()
+        for task in tasks:
+            task.signature = signing.sign(key, signed_fields(s, task))
+
     def finish_task(self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft],
                     proof: dict[str, Any]) -> TaskRecord:
-        """Non-SQLite engines do not serialise writers, so a position clash is retried once."""
+        """Writers hold the registry's write lock, so a position clash can only come from a writer that
+        bypasses it; such a clash is retried once."""
         _check_sha(bundle.sha256, "bundle sha256")
-        attempts = 1 if self._sqlite else 2
-        for attempt in range(attempts):
+        for attempt in range(2):
             try:
                 return self._finish(name, bundle, evaluations, proof)
             except sa_exc.IntegrityError as err:
-                if attempt + 1 == attempts:
+                if attempt == 1:
                     raise RegistryError(f"could not record task {name!r}: {err.orig}") from err
         raise AssertionError("unreachable")
 
@@ -331,6 +345,7 @@ class Registry:
                 s.add(_Evaluation(task_id=ids[e.task], after_tasks=task.position, split=e.split, metric=e.metric,
                                   value=float(e.value), predictions_sha256=e.predictions_sha256, kind=e.kind,
                                   created_at=now))
+            self._resign(s, [task] + [s.get(_Task, i) for i in sorted(set(ids.values()) - {task.id})])
             s.flush()
             record = _record(TaskRecord, task)
             _crash_point("before_commit")
@@ -368,81 +383,41 @@ class Registry:
                                       kind=e.kind)
                     s.add(row)
                 row.value, row.predictions_sha256, row.created_at = float(e.value), e.predictions_sha256, now
+            self._resign(s, [s.get(_Task, i) for i in sorted(set(ids.values()))])
         return [_record(EvaluationRecord, e, after_tasks=after_tasks, created_at=now) for e in evaluations]
 
-    # -- reading -------------------------------------------------------------------------------
+    def sign_tasks(self) -> list[str]:
+        """Signs every finished task as it stands now: run once after first setting the key on a
+        registry that already has tasks. It vouches for the current rows, so check them first."""
+        if signing.registry_key() is None:
+            raise ConfigError(f"set {signing.KEY_ENV} to sign a registry")
+        with self._write() as s:
+            tasks = s.scalars(select(_Task).where(_Task.status.in_(("ready", "retired"))).order_by(_Task.name)).all()
+            self._resign(s, list(tasks))
+            return [t.name for t in tasks]
 
-    def _task_row(self, s: Session, name: str) -> _Task:
-        row = s.scalar(select(_Task).where(_Task.name == name))
-        if row is None:
-            known = ", ".join(s.scalars(select(_Task.name).order_by(_Task.name))) or "none"
-            raise TaskNotFoundError(f"unknown task {name!r}; known tasks: {known}")
-        return row
+    # -- checking and removing -----------------------------------------------------------------
 
-    def tasks(self, include_retired: bool = False, include_pending: bool = False) -> list[TaskRecord]:
-        """``include_pending`` also shows failed rows: both are tasks that never joined the stream."""
-        wanted = {"ready"} | ({"retired"} if include_retired else set()) | (
-            {"pending", "failed"} if include_pending else set())
-        with self._read() as s:
-            rows = s.scalars(select(_Task).where(_Task.status.in_(wanted))).all()
-        rows = sorted(rows, key=lambda t: (t.position is None, t.position or 0, t.created_at, t.name))
-        return [_record(TaskRecord, r) for r in rows]
+    def _signature_problem(self, s: Session, task: _Task, key: bytes) -> str | None:
+        if task.signature is None:
+            return f"task {task.name!r} is not signed, but {signing.KEY_ENV} is set"
+        if not signing.verify(key, signed_fields(s, task), task.signature):
+            return (f"task {task.name!r}: its recorded fields do not match their signature "
+                    "(edited outside cadapt, or signed with another key)")
+        return None
 
-    def task(self, name: str) -> TaskRecord:
-        with self._read() as s:
-            return _record(TaskRecord, self._task_row(s, name))
-
-    def bundle(self, name: str) -> BundleRecord:
+    def verify_bundle(self, name: str) -> BundleRecord:
+        """The file against its row, and (with a key) the row against its signature."""
+        key = signing.registry_key()
         with self._read() as s:
             task = self._task_row(s, name)
             row = s.scalar(select(_Bundle).where(_Bundle.task_id == task.id))
             if row is None:
                 raise RegistryError(f"task {name!r} has no bundle (status {task.status})")
-            return _record(BundleRecord, row, task=name)
-
-    def bundle_path(self, name: str) -> Path:
-        return self._safe_path(self.bundle(name).path)
-
-    def evaluations(self, task: str | None = None, kind: str | None = None) -> list[EvaluationRecord]:
-        with self._read() as s:
-            if task is not None:
-                self._task_row(s, task)
-            stmt = select(_Evaluation, _Task.name, _Task.position).join(_Task, _Task.id == _Evaluation.task_id)
-            stmt = stmt.where(_Task.name == task) if task is not None else stmt
-            rows = s.execute(stmt.where(_Evaluation.kind == kind) if kind is not None else stmt).all()
-        rows = sorted(rows, key=lambda r: (r[0].after_tasks, r[2] is None, r[2] or 0, r[0].metric, r[0].split,
-                                           r[0].kind, r[1]))
-        return [_record(EvaluationRecord, ev, task=name) for ev, name, _ in rows]
-
-    def accuracy_matrix(self, metric: str | None = None,
-                        split: str | None = None) -> tuple[list[str], list[list[float | None]]]:
-        """R[i][j]: task j after the (i+1)-th task joined. Without ``split`` each task is read on the split
-        it was evaluated on: ``data["eval_split"]``, else that of its own registration evaluation."""
-        with self._read() as s:
-            tasks = s.scalars(select(_Task).where(_Task.position.is_not(None), _Task.status.in_(("ready", "retired")))
-                              .order_by(_Task.position)).all()
-            evals = s.scalars(select(_Evaluation).where(_Evaluation.kind.in_(("registration", "reeval")))).all()
-        column = {t.id: j for j, t in enumerate(tasks)}
-        metrics = [metric or t.primary_metric for t in tasks]
-        splits = [split] * len(tasks)
-        for j, t in enumerate(tasks):
-            own = {e.split for e in evals if e.task_id == t.id and e.after_tasks == t.position
-                   and e.kind == "registration" and e.metric == metrics[j]}
-            splits[j] = split or t.data.get("eval_split") or min(own, default=None)
-        n = len(tasks)
-        matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
-        for e in sorted(evals, key=lambda e: e.kind != "registration"):
-            j = column.get(e.task_id)
-            if j is None or not 1 <= e.after_tasks <= n or (e.metric, e.split) != (metrics[j], splits[j]):
-                continue
-            if matrix[e.after_tasks - 1][j] is None:
-                matrix[e.after_tasks - 1][j] = e.value
-        return [t.name for t in tasks], matrix
-
-    # -- checking and removing -----------------------------------------------------------------
-
-    def verify_bundle(self, name: str) -> BundleRecord:
-        record = self.bundle(name)
+            record = _record(BundleRecord, row, task=name)
+            problem = None if key is None else self._signature_problem(s, task, key)
+        if problem is not None:
+            raise IntegrityError(problem)
         problem = file_problem(self.root, record.path, record.sha256, record.size_bytes)
         if problem is not None:
             raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
@@ -459,53 +434,42 @@ class Registry:
             if bundle is not None:
                 s.delete(bundle)
             task.status, task.updated_at = "retired", _now()
+            self._resign(s, [task])
             s.flush()
             record = _record(TaskRecord, task)
         if rel is not None:
             self._safe_path(rel).unlink(missing_ok=True)
         return record
 
-
     def fsck(self, repair: bool = False, *, stale_after: float = DEFAULT_STALE_AFTER) -> FsckReport:
         """Files are listed before rows are read: a file that exists by then already has its pending
         row committed (begin_task precedes write_file), so a live registration is never an orphan."""
         entries = bundle_entries(self.root)
-        host, now = socket.gethostname(), _now()
+        host, now, key = socket.gethostname(), _now(), signing.registry_key()
         missing: list[str] = []
         mismatched: list[str] = []
+        unsigned: list[str] = []
         with self._session(write=repair) as s:
             pending = s.scalars(select(_Task).where(_Task.status == "pending").order_by(_Task.name)).all()
             dead = [t for t in pending if not _owner_alive(t, host, now, stale_after)]
             live = [t.name for t in pending if t not in dead]
             referenced = set(s.scalars(select(_Bundle.path)))
-            ready = s.execute(select(_Task.name, _Bundle).outerjoin(_Bundle, _Bundle.task_id == _Task.id)
-                              .where(_Task.status == "ready").order_by(_Task.name)).all()
-            for name, b in ready:
+            ready = s.execute(select(_Task, _Bundle).outerjoin(_Bundle, _Bundle.task_id == _Task.id)
+                              .where(_Task.status.in_(("ready", "retired"))).order_by(_Task.name)).all()
+            for task, b in ready:
+                if key is not None and self._signature_problem(s, task, key) is not None:
+                    unsigned.append(task.name)
+                if task.status != "ready":
+                    continue
                 problem = (("missing", "") if b is None
                            else file_problem(self.root, b.path, b.sha256, b.size_bytes))
                 if problem is not None:
-                    (missing if problem[0] == "missing" else mismatched).append(name)
+                    (missing if problem[0] == "missing" else mismatched).append(task.name)
             for t in dead if repair else []:
                 s.delete(t)
         orphans = [e for e in entries if e not in referenced
                    and not any(_owned_by(e.removeprefix("bundles/"), n) for n in live)]
         for rel in orphans if repair else []:
-            (self.root / rel).unlink(missing_ok=True)
-        return FsckReport(orphans, [t.name for t in dead], missing, mismatched, repaired=repair)
-
-    def dump(self) -> dict[str, Any]:
-        """Surrogate ids are left out so two registries with the same content dump the same."""
-        with self._read() as s:
-            names = dict(s.execute(select(_Task.id, _Task.name)).all())
-            content = {
-                "meta": {m.key: m.value for m in s.scalars(select(_Meta))},
-                "base_models": [asdict(_record(BaseModelRecord, b)) for b in s.scalars(select(_BaseModel))],
-                "tasks": [asdict(_record(TaskRecord, t)) for t in s.scalars(select(_Task).order_by(_Task.name))],
-                "bundles": sorted((asdict(_record(BundleRecord, b, task=names[b.task_id]))
-                                   for b in s.scalars(select(_Bundle))), key=lambda b: b["task"]),
-                "evaluations": sorted((asdict(_record(EvaluationRecord, e, task=names[e.task_id]))
-                                       for e in s.scalars(select(_Evaluation))),
-                                      key=lambda e: (e["task"], e["after_tasks"], e["split"], e["metric"], e["kind"])),
-            }
-        content["files"] = list_files(self.root)
-        return json.loads(json.dumps(content, sort_keys=True, default=datetime.isoformat))
+            remove_entry(self.root, rel)
+        return FsckReport(orphans, [t.name for t in dead], missing, mismatched, repaired=repair,
+                          signature_mismatches=unsigned)

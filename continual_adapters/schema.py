@@ -1,7 +1,8 @@
 """SQLAlchemy tables of the registry database, kept apart from the Registry logic that uses them.
 
 The table layout is the on-disk contract behind ``SCHEMA_VERSION``: changing anything here means
-bumping that version, so it lives in one file that is easy to review on its own.
+bumping that version and adding the step from the previous one to ``MIGRATIONS``, so it lives in
+one file that is easy to review on its own.
 """
 
 from datetime import datetime, timezone
@@ -14,6 +15,13 @@ from sqlalchemy.types import TypeDecorator
 STATUSES = ("pending", "ready", "failed", "retired")
 HEADS = ("classification", "regression")
 EVAL_KINDS = ("registration", "reeval", "audit", "skipped")
+
+SCHEMA_VERSION = 2
+# version -> statements that take a registry of that version to the next one. Plain SQL that
+# SQLite and PostgreSQL both accept, run by Registry.init under the write lock.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE tasks ADD COLUMN signature VARCHAR(64)",),
+}
 
 
 def _now() -> datetime:
@@ -82,6 +90,8 @@ class _Task(_Base):
     owner_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # HMAC-SHA256 of the task's critical fields (signing.py); NULL when no key was set (schema 2).
+    signature: Mapped[str | None] = mapped_column(String(64))
 
 
 class _Bundle(_Base):

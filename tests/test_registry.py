@@ -2,25 +2,24 @@
 
 Bundle bytes are random: the registry only cares that the file on disk is the one the row names.
 """
+import hashlib
 import json
 import multiprocessing
 import os
 import sqlite3
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import continual_adapters.registry as registry_module
+from backends import backend  # noqa: F401  (fixture)
 from continual_adapters.errors import (ConfigError, IntegrityError, RegistryError, SchemaVersionError,
                                        TaskExistsError, TaskNotFoundError)
-from continual_adapters.registry import (CRASH_POINTS, BundleDraft, EvaluationDraft, Registry, resolve_url,
-                                         validate_name)
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from continual_adapters.registry import (SCHEMA_VERSION, BundleDraft, EvaluationDraft, Registry,
+                                         resolve_url, validate_name)
 
 def make_registry(tmp_path: Path) -> Registry:
     reg = Registry(tmp_path / "registry.db")
@@ -73,7 +72,7 @@ def test_init_is_idempotent_and_required(tmp_path):
     assert [t.name for t in reg.tasks()] == ["a"]
     assert Registry(tmp_path / "other.db").ensure().initialized()
     dump = json.loads(json.dumps(reg.dump()))
-    assert dump["meta"] == {"schema_version": "1"} and dump["tasks"][0]["created_at"].endswith("+00:00")
+    assert dump["meta"] == {"schema_version": str(SCHEMA_VERSION)} and dump["tasks"][0]["created_at"].endswith("+00:00")
     assert [f["path"] for f in dump["files"]] == [reg.bundle("a").path]
 
 
@@ -89,7 +88,7 @@ def test_url_resolution(tmp_path, monkeypatch):
         Registry("postgresql://u@host/db")
 
 
-@pytest.mark.parametrize("stored, word", [("2", "newer"), ("0", "older")])
+@pytest.mark.parametrize("stored, word", [(str(SCHEMA_VERSION + 1), "newer"), ("0", "older")])
 def test_schema_version_mismatch(tmp_path, stored, word):
     reg = make_registry(tmp_path)
     sql(reg, "UPDATE cadapt_meta SET value = ? WHERE key = 'schema_version'", stored)
@@ -97,6 +96,19 @@ def test_schema_version_mismatch(tmp_path, stored, word):
         Registry(reg._db_file).tasks()
     with pytest.raises(SchemaVersionError):
         reg.init()
+
+
+def test_version_1_registry_is_migrated_once(tmp_path):
+    reg = make_registry(tmp_path)
+    add_task(reg, "a")
+    sql(reg, "ALTER TABLE tasks DROP COLUMN signature")
+    sql(reg, "UPDATE cadapt_meta SET value = '1'")
+    with pytest.raises(SchemaVersionError, match="older.*cadapt init"):
+        Registry(reg._db_file).tasks()
+    Registry(reg._db_file).ensure()
+    assert [t.name for t in Registry(reg._db_file).tasks()] == ["a"]
+    assert sql(reg, "SELECT value FROM cadapt_meta") == [(str(SCHEMA_VERSION),)]
+    assert "signature" in [row[1] for row in sql(reg, "PRAGMA table_info(tasks)")]
 
 
 def test_named_constraints(tmp_path):
@@ -234,31 +246,6 @@ def test_abort_restores_previous_state(tmp_path):
     assert add_task(reg, "b").position == 2
 
 
-def _concurrent_worker(db: str, prefix: str, start) -> None:
-    start.wait()
-    with Registry(db) as reg:
-        for i in range(5):
-            add_task(reg, f"{prefix}-{i}")
-
-
-def test_two_processes_add_tasks_concurrently(tmp_path):
-    reg = make_registry(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_concurrent_worker, args=(str(reg._db_file), p, start)) for p in ("x", "y")]
-    for proc in procs:
-        proc.start()
-    start.set()
-    for proc in procs:
-        proc.join(60)
-    assert [proc.exitcode for proc in procs] == [0, 0]
-    tasks = reg.tasks()
-    assert sorted(t.name for t in tasks) == sorted(f"{p}-{i}" for p in "xy" for i in range(5))
-    assert [t.position for t in tasks] == list(range(1, 11)) and {t.status for t in tasks} == {"ready"}
-    assert sql(reg, "PRAGMA integrity_check") == [("ok",)]
-    assert reg.fsck().ok and all(reg.verify_bundle(t.name) for t in tasks)
-
-
 def test_fault_before_commit_then_fsck(tmp_path, monkeypatch):
     reg = make_registry(tmp_path)
     add_task(reg, "a")
@@ -292,37 +279,6 @@ def test_pending_rows_of_other_hosts_expire_by_age(tmp_path):
     sql(reg, "UPDATE tasks SET owner_host = 'elsewhere', owner_pid = ?", dead_pid())
     assert reg.fsck().dead_pending == []
     assert reg.fsck(stale_after=0).dead_pending == ["a"]
-
-
-CRASH_SCRIPT = textwrap.dedent("""
-    import sys
-    from continual_adapters.registry import BundleDraft, EvaluationDraft, Registry
-    reg = Registry(sys.argv[1])
-    reg.begin_task("t", labels=["x"], head="classification", primary_metric="accuracy", data={})
-    rel, sha, size = reg.write_file("t", b"crash test bytes")
-    draft = BundleDraft(rel, sha, size, {}, {}, {}, 0, {}, None, 0.0)
-    reg.finish_task("t", draft, [EvaluationDraft("t", "test", "accuracy", 1.0)], {})
-""")
-
-
-@pytest.mark.parametrize("step", CRASH_POINTS)
-def test_hard_crash_leaves_only_what_fsck_cleans(tmp_path, step):
-    reg = make_registry(tmp_path)
-    add_task(reg, "a")
-    env = {**os.environ, "CADAPT_CRASH_AT": step, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(reg._db_file)], env=env, capture_output=True)
-    assert proc.returncode == 97, proc.stderr.decode()
-    report = reg.fsck()
-    if step == "after_commit":
-        assert report.ok and reg.verify_bundle("t") and reg.task("t").position == 2
-        return
-    assert [t.name for t in reg.tasks()] == ["a"]
-    assert report.dead_pending == ["t"] and len(report.orphan_files) == 1
-    assert report.orphan_files[0].startswith("bundles/.tmp-t-" if step in ("after_tmp_write", "after_fsync")
-                                              else "bundles/t-")
-    reg.fsck(repair=True)
-    assert reg.fsck().ok and os.listdir(reg.root / "bundles") == [reg.bundle_path("a").name]
-    assert add_task(reg, "t").position == 2
 
 
 def test_tampered_or_missing_bundle_is_reported(tmp_path):
@@ -386,3 +342,141 @@ def test_symlinked_bundles_dir_is_refused(tmp_path):
         reg._safe_path("bundles/a-0123456789abcdef.safetensors")
     with pytest.raises(IntegrityError):
         reg._safe_path("../escape.safetensors")
+
+
+# -- both backends: SQLite always, PostgreSQL when CADAPT_TEST_POSTGRES_URL is set (see backends.py) --
+
+
+def test_protocol_round_trip_on_each_backend(backend):  # noqa: F811
+    reg = backend.registry()
+    reg.init()
+    reg.init()
+    a = add_task(reg, "a", payload=b"first bundle")
+    add_task(reg, "b", [EvaluationDraft("a", "test", "accuracy", 0.4, kind="reeval"),
+                        EvaluationDraft("b", "test", "accuracy", 0.7)])
+    assert (a.position, reg.task("b").position) == (1, 2)
+    assert reg.bundle_path("a").read_bytes() == b"first bundle" and reg.verify_bundle("b")
+    assert reg.accuracy_matrix() == (["a", "b"], [[0.5, None], [0.4, 0.7]])
+    before = reg.dump()
+    with pytest.raises(TaskExistsError):
+        begin(reg, "a")
+    begin(reg, "c")
+    reg.write_file("c", b"abandoned")
+    reg.abort_task("c")
+    assert reg.dump() == before
+    begin(reg, "d")
+    reg.write_file("d", b"left behind")
+    backend.execute("UPDATE tasks SET owner_pid = :pid WHERE name = 'd'", pid=dead_pid())
+    report = reg.fsck()
+    assert report.dead_pending == ["d"] and len(report.orphan_files) == 1 and not report.ok
+    assert reg.fsck(repair=True).repaired and reg.fsck().ok and reg.dump() == before
+    assert reg.remove_task("b").status == "retired" and [t.name for t in reg.tasks()] == ["a"]
+    reg.close()
+
+
+def _protocol_writer(url: str, artifacts: str | None, prefix: str, count: int, start) -> None:
+    start.wait()
+    with Registry(url, artifacts) as reg:
+        for i in range(count):
+            add_task(reg, f"{prefix}-{i}", payload=f"{prefix}-{i}".encode())
+
+
+def _init_caller(url: str, artifacts: str | None, start) -> None:
+    start.wait()
+    with Registry(url, artifacts) as reg:
+        reg.init()
+        add_task(reg, f"by-{os.getpid()}")
+
+
+def _run_together(target, args_list: list[tuple]) -> list[int]:
+    """Forked, not spawned: the children only touch the database and files, and forking skips
+    re-importing torch in each, which on two cores costs more than the test itself."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, start)) for args in args_list]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(120)
+    return [proc.exitcode for proc in procs]
+
+
+def test_eight_writers_protocol_level(backend):  # noqa: F811
+    """Eight processes, five tasks each, all through the commit protocol at once: every task lands
+    exactly once at its own position, nothing fails on a lock, and the database is intact."""
+    reg = backend.registry()
+    reg.init()
+    reg.close()
+    artifacts = None if backend.kind == "sqlite" else str(backend.artifacts)
+    prefixes = [f"w{i}" for i in range(8)]
+    assert _run_together(_protocol_writer, [(backend.url, artifacts, p, 5) for p in prefixes]) == [0] * 8
+    tasks = reg.tasks()
+    assert sorted(t.name for t in tasks) == sorted(f"{p}-{i}" for p in prefixes for i in range(5))
+    assert [t.position for t in tasks] == list(range(1, 41)) and {t.status for t in tasks} == {"ready"}
+    assert all(reg.bundle_path(t.name).read_bytes() == t.name.encode() for t in tasks)
+    if backend.kind == "sqlite":
+        assert backend.execute("PRAGMA integrity_check") == [("ok",)]
+    assert reg.fsck().ok
+
+
+def test_init_runs_once_when_many_processes_start_together(backend):  # noqa: F811
+    artifacts = None if backend.kind == "sqlite" else str(backend.artifacts)
+    assert _run_together(_init_caller, [(backend.url, artifacts)] * 8) == [0] * 8
+    reg = backend.registry()
+    assert backend.execute("SELECT key, value FROM cadapt_meta") == [("schema_version", str(SCHEMA_VERSION))]
+    assert len(reg.tasks()) == 8 and [t.position for t in reg.tasks()] == list(range(1, 9))
+
+
+# -- names and paths ----------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(st.sampled_from("abz09_-./\\ \x00Aé~"), min_size=0, max_size=70))
+def test_any_accepted_name_stays_inside_the_root(tmp_path_factory, name):
+    reg = Registry(tmp_path_factory.mktemp("names") / "registry.db")
+    try:
+        validate_name(name)
+    except ConfigError:
+        with pytest.raises(ConfigError):
+            reg.write_file(name, b"x")
+        return
+    rel, _, _ = reg.write_file(name, b"x")
+    path = reg._safe_path(rel)
+    assert path.resolve().parent == (reg.root / "bundles").resolve() and path.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("rel", ["../escape.safetensors", "/etc/passwd", "bundles/../../x", "", ".",
+                                 "bundles/sub/../../../x"])
+def test_edited_bundle_path_never_leaves_the_root(tmp_path, rel):
+    reg = make_registry(tmp_path)
+    add_task(reg, "a")
+    sql(reg, "UPDATE bundles SET path = ?", rel)
+    with pytest.raises(IntegrityError):
+        reg.bundle_path("a")
+    with pytest.raises(IntegrityError):
+        reg.verify_bundle("a")
+    assert reg.fsck().checksum_mismatches == ["a"]
+
+
+def test_symlinks_are_never_followed(tmp_path):
+    reg = make_registry(tmp_path)
+    add_task(reg, "a")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(b"do not overwrite")
+    payload = b"bundle bytes"
+    planted = reg.root / "bundles" / f"b-{hashlib.sha256(payload).hexdigest()[:16]}.safetensors"
+    planted.symlink_to(secret)
+    rel, _, _ = reg.write_file("b", payload)
+    assert not (reg.root / rel).is_symlink() and (reg.root / rel).read_bytes() == payload
+    assert secret.read_bytes() == b"do not overwrite"
+    (reg.root / "bundles" / "sub").symlink_to(outside, target_is_directory=True)
+    sql(reg, "UPDATE bundles SET path = 'bundles/sub/secret'")
+    with pytest.raises(IntegrityError, match="symlink"):
+        reg.verify_bundle("a")
+    link = reg.root / "bundles" / "orphan-link"
+    link.symlink_to(secret)
+    reg.fsck(repair=True)
+    assert not link.exists() and secret.read_bytes() == b"do not overwrite"

@@ -1,0 +1,51 @@
+"""Database engines for the registry, and the one lock every registry writer takes.
+
+Several `cadapt add-task` processes may write one registry at once, and several may run
+`cadapt init` at once on an empty database. Both are safe only if writers are serialised:
+
+* SQLite: every write transaction starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented
+  pysqlite recipe), so the write lock is taken at BEGIN, not at the first INSERT, and a second
+  writer waits on the busy timeout instead of failing with "database is locked" on upgrade.
+* PostgreSQL: READ COMMITTED serialises nothing, so every write transaction first takes one
+  transaction-scoped advisory lock (``pg_advisory_xact_lock``); it is released at COMMIT or
+  ROLLBACK, including when the client dies, so a killed writer never leaves it held.
+
+With either, two writers never both read the same max(position), and schema creation or
+migration by processes starting together runs exactly once.
+"""
+
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session
+
+# "cadapt" in ASCII: one fixed key, shared by every registry on a server (they are rarely busy).
+WRITE_LOCK_KEY = 0x636164617074
+BUSY_TIMEOUT_MS = 60_000
+
+
+def make_engine(url: URL, sqlite: bool) -> Engine:
+    if not sqlite:
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "journal_mode=WAL", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("cadapt_write") else "BEGIN")
+
+    return engine
+
+
+def take_write_lock(session: Session) -> None:
+    """SQLite already holds its lock from BEGIN IMMEDIATE; other servers need it taken explicitly."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
