@@ -107,3 +107,21 @@ def test_report_only_trains_nothing_and_still_compares(smoke_run, data_dir):
     assert "task 1/3" not in result.output
     assert Registry(out / "naive" / "seed0" / "registry.db").dump() == before
     assert "--report-only" in (out / "again.md").read_text()
+
+
+def test_single_registry_mode_is_the_readme_demo_path(smoke_run, data_dir):
+    """`make demo` runs a one-method scenario into ./registry.db; here on the smoke registry, resumed."""
+    from conftest import cli_ok
+
+    db = smoke_run["out"] / "adapters" / "seed0" / "registry.db"
+    result = cli_ok("run-scenario", ROOT / "scenarios" / "smoke.yaml", "--methods", "adapters",
+                    "--registry", db, "--data-dir", data_dir, "--quiet")
+    assert "audit passed" in result.output and "# cadapt stream report" in result.output
+    assert "| BWT | 0.0000 |" in result.output
+    from click.testing import CliRunner
+
+    from continual_adapters.cli import cli
+
+    refused = CliRunner().invoke(cli, ["run-scenario", str(ROOT / "scenarios" / "smoke.yaml"), "--registry", str(db),
+                                       "--data-dir", str(data_dir)])
+    assert refused.exit_code == 1 and "single method and seed" in refused.output
