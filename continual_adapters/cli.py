@@ -341,9 +341,12 @@ def run_scenario_command(scenario_file, out, data_dir, methods, single_registry,
         return
     data = compare(scenario, out, audits)
     target = Path(results) if results else out / "results.md"
-    data["plots"] = write_comparison_plots(data, target.parent / "figures" if results else out / "figures", target)
+    figures = target.parent / "figures" / scenario.name if results else out / "figures"
+    data["plots"] = write_comparison_plots(data, figures, target)
+    # The command that reproduces the document from nothing; on finished runs it only reports,
+    # so --report-only is left out of it.
     command = f"cadapt run-scenario {scenario_file}" + (f" --methods {methods}" if methods else "") \
-        + f" --out {out}" + (f" --results {results}" if results else "") + (" --report-only" if report_only else "")
+        + f" --out {out}" + (f" --results {results}" if results else "") + (" --no-audit" if no_audit else "")
     text = format_comparison(data, command)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")

@@ -162,8 +162,10 @@ def format_comparison(data: dict, command: str | None = None) -> str:
     out += [f"| {r['method']} | {r['average']:.1f} | {r['trained_percent']:.1f}% | {r['total_multiple']:.1f}× |"
             for r in paper["rows"]]
     out += ["", "Different encoder (MiniLM-L6, 22.7M, vs BERT-large, 340M), different tasks and capped "
-            "training sets: compare the gaps and the parameter ratios, not the absolute scores.", "",
-            "## Findings", ""] + [f"- {line}" for line in findings(data)]
+            "training sets: compare the gaps and the parameter ratios, not the absolute scores."]
+    lines = findings(data)
+    if lines:
+        out += ["", "## Findings", ""] + [f"- {line}" for line in lines]
     if data["notes"]:
         out += ["", "## Notes", "", data["notes"]]
     if data.get("plots"):

@@ -53,3 +53,4 @@ def test_format_marks_incomplete_runs():
                          "trained_percent": 2.0, "total_multiple": 1.02, "audit_ok": [None], "train_seconds": 3.0}]}
     text = format_comparison(data)
     assert "| adapters (incomplete) | 50.0 | – |" in text
+    assert "## Findings" not in text  # nothing to state from an unfinished one-method run

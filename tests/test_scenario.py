@@ -106,7 +106,12 @@ def test_report_only_trains_nothing_and_still_compares(smoke_run, data_dir):
                     "--report-only", "--no-audit", "--results", out / "again.md")
     assert "task 1/3" not in result.output
     assert Registry(out / "naive" / "seed0" / "registry.db").dump() == before
-    assert "--report-only" in (out / "again.md").read_text()
+    text = (out / "again.md").read_text()
+    assert "--no-audit" in text and "--report-only" not in text  # the command reproduces from nothing
+    # --results puts figures in a folder named after the scenario, so two documents side by side
+    # (docs/results.md, docs/clinc_lr.md) do not overwrite each other's plots.
+    assert "](figures/smoke/scores_by_method.png)" in text
+    assert (out / "figures" / "smoke" / "scores_by_method.png").is_file()
 
 
 def test_single_registry_mode_is_the_readme_demo_path(smoke_run, data_dir):
