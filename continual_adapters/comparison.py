@@ -40,19 +40,20 @@ def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
     base = report["base_model"]["parameters"]
     final = dict(zip(names, R[-1]))
     learned = {name: R[i][i] for i, name in enumerate(names)}
-    trained, wall = [], 0.0
+    trained, wall, sizes = [], 0.0, {}
     for name in names:
         bundle = registry.bundle(name)
         counts = bundle.param_counts
         trained.append(100.0 * counts.get("trained", counts["total"]) / base)
         wall += bundle.wall_time_s or 0.0
+        sizes[name] = bundle.config.get("task", {}).get("adapter", {}).get("bottleneck")
     return {"tasks": names, "complete": names == task_names,
             "final": [final.get(n) for n in task_names], "learned": [learned.get(n) for n in task_names],
             "metrics": report["metrics"], "trained_percent": _mean(trained),
             "total_multiple": report["ledger_totals"].get("total_multiple"),
             "one_model_per_task_multiple": report["ledger_totals"].get("full_finetune_multiple"),
             "bytes": sum(r["added_bytes"] or 0 for r in report["ledger"]), "train_seconds": wall,
-            "R": R, "ledger": report["ledger"], "base_parameters": base,
+            "R": R, "ledger": report["ledger"], "base_parameters": base, "adapter_sizes": sizes,
             "primary_metrics": [t["metric"] for t in report["tasks"]]}
 
 
@@ -112,6 +113,10 @@ def findings(data: dict) -> list[str]:
         if m["method"] == "naive" and bwt is not None:
             lines.append(f"`{m['label']}`: BWT {bwt:+.4f}, forgetting {m['metrics']['forgetting']:.4f} — "
                          "sequential fine-tuning of the shared encoder overwrites earlier tasks.")
+        if m.get("adapter_size") == "auto" and m.get("runs"):
+            picked = m["runs"][0]["adapter_sizes"]
+            lines.append(f"`{m['label']}` picked, on each task's validation split: "
+                         + ", ".join(f"{task} {size}" for task, size in picked.items()) + ".")
     adapters, full = by_label.get("adapters"), by_label.get("full")
     if adapters and full and adapters["metrics"]["acc"] is not None and full["metrics"]["acc"] is not None:
         gap = 100 * (full["metrics"]["acc"] - adapters["metrics"]["acc"])

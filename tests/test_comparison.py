@@ -22,6 +22,8 @@ def test_figures_come_from_the_registries(smoke_run):
     by_label = {m["label"]: m for m in data["methods"]}
     assert by_label["adapters"]["metrics"]["bwt"] == 0.0
     assert by_label["naive"]["trained_percent"] > 99 and by_label["adapters"]["trained_percent"] < 3
+    assert by_label["adapters"]["runs"][0]["adapter_sizes"] == {"sst2": 64, "trec": 64, "emotion": 64}
+    assert by_label["ln-only"]["runs"][0]["adapter_sizes"] == {"sst2": 0, "trec": 0, "emotion": 0}
 
 
 def test_document_has_both_tables_the_paper_and_findings(smoke_run):
@@ -42,6 +44,13 @@ def test_findings_flag_nonzero_bwt_for_isolating_methods():
     lines = findings(data)
     assert "NOT zero" in lines[0] and "exactly zero" in lines[1]
     assert "adapters trail by 3.0 points" in lines[2]
+
+
+def test_findings_name_the_sizes_auto_picked():
+    data = {"methods": [{"label": "adapters-auto", "method": "adapters", "adapter_size": "auto",
+                         "metrics": {"bwt": 0.0, "acc": 0.8}, "trained_percent": 5.0,
+                         "runs": [{"adapter_sizes": {"sst2": 64, "trec": 256}}]}]}
+    assert findings(data)[1] == "`adapters-auto` picked, on each task's validation split: sst2 64, trec 256."
 
 
 def test_format_marks_incomplete_runs():
