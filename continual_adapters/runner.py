@@ -198,13 +198,15 @@ class Runner:
             model.add_task(spec)
             result = train_task(model, name, train_set, val_set, train, data.primary_metric,
                                 progress=self.progress)
-            search.append({"bottleneck": size, "best_epoch": result.best_epoch,
+            search.append({"bottleneck": size, "best_epoch": result.best_epoch, "wall_time_s": result.wall_time_s,
                            f"validation_{data.primary_metric}": result.best_score})
             sign = 1.0 if higher_is_better(data.primary_metric) else -1.0
             if best is None or sign * result.best_score > sign * best[1].best_score:
                 best = (spec, result, {k: v.clone() for k, v in model.task_modules(name).state_dict().items()})
             model.remove_task(name)
         spec, result, state = best
+        # The task cost the whole search, not just the winning size: the ledger's time says so.
+        result.wall_time_s = sum(entry["wall_time_s"] for entry in search)
         model.add_task(spec).load_state_dict(state)
         model.eval()
         return spec, result, search

@@ -100,3 +100,6 @@ def test_adapter_size_auto_tries_three_sizes_and_keeps_the_best(tmp_path, data_d
     assert bundle.config["task"]["adapter"]["bottleneck"] == best["bottleneck"]
     assert bundle.hyperparameters["size_search"] == result.size_search
     assert bundle.param_counts["adapter"] == 2 * 2 * (2 * best["bottleneck"] * 32 + 32 + best["bottleneck"])
+    # the ledger charges the task for every size it tried, not only the one it kept
+    assert all(row["wall_time_s"] > 0 for row in result.size_search)
+    assert bundle.wall_time_s == pytest.approx(sum(row["wall_time_s"] for row in result.size_search))
