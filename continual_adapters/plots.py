@@ -114,15 +114,17 @@ def plot_parameter_growth(
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     full = [1.0] + [row.full_finetune_multiple for row in longest]
-    _growth_line(ax, full, "one full model per task", "o", "--", "tab:red")
+    ends = [_growth_line(ax, full, "one full model per task", "o", "--", "tab:red")]
     styles = cycle(zip("s^Dvp*hX", _METHOD_COLOURS))
     for (label, ledger), (marker, colour) in zip(series.items(), styles):
         multiples = [1.0] + [row.cumulative_multiple for row in ledger]
-        _growth_line(ax, multiples, label, marker, "-", colour)
+        ends.append(_growth_line(ax, multiples, label, marker, "-", colour))
 
     ax.set_xticks(range(len(longest) + 1))
-    ax.set_xlim(-0.2, len(longest) + 0.6)
+    ax.set_xlim(-0.2, len(longest) + 0.9)
     ax.set_ylim(bottom=0)
+    for (x, y, colour), y_text in zip(ends, _spread([y for _, y, _ in ends], 0.05 * ax.get_ylim()[1])):
+        ax.annotate(f"{y:.2f}×", (x, y), xytext=(x + 0.15, y_text), textcoords="data", va="center", color=colour)
     ax.set_xlabel("number of tasks learned")
     ax.set_ylabel("total stored parameters (× base model)")
     ax.set_title(title)
@@ -137,12 +139,19 @@ def _label(rows: Sequence[LedgerRow]) -> str:
     return methods.pop() if len(methods) == 1 else "mixed"
 
 
-def _growth_line(ax, multiples, label, marker, style, colour) -> None:
-    """Plot one ledger and print its final multiple at the line's end for easy reading."""
-    xs = range(len(multiples))
-    ax.plot(xs, multiples, marker=marker, linestyle=style, label=label, color=colour)
-    ax.annotate(f"{multiples[-1]:.2f}×", (xs[-1], multiples[-1]), xytext=(6, 0),
-                textcoords="offset points", va="center", color=colour)
+def _growth_line(ax, multiples, label, marker, style, colour) -> tuple[float, float, str]:
+    """Plot one ledger; returns where its final multiple is to be printed."""
+    ax.plot(range(len(multiples)), multiples, marker=marker, linestyle=style, label=label, color=colour)
+    return len(multiples) - 1, multiples[-1], colour
+
+
+def _spread(values: Sequence[float], gap: float) -> list[float]:
+    """Label heights at least `gap` apart, in the values' order, so end labels of lines that
+    finish close together (1.00x, 1.01x, 1.22x) stay readable instead of printing over each other."""
+    placed, floor = [0.0] * len(values), float("-inf")
+    for i in sorted(range(len(values)), key=lambda k: values[k]):
+        placed[i] = floor = max(values[i], floor + gap)
+    return placed
 
 
 def plot_method_comparison(

@@ -98,3 +98,15 @@ def test_import_does_not_load_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_end_labels_are_spread_apart_in_order():
+    from continual_adapters.plots import _spread
+
+    values = [2.25, 1.0, 1.22, 1.01]
+    placed = _spread(values, 0.4)
+    assert placed == pytest.approx([2.25, 1.0, 1.8, 1.4])
+    ranked = sorted(placed)
+    assert all(b - a >= 0.4 - 1e-12 for a, b in zip(ranked, ranked[1:]))
+    assert _spread([1.0, 5.0], 0.4) == [1.0, 5.0]  # labels far apart stay on their lines
+
