@@ -39,6 +39,7 @@ from .errors import BundleError, CadaptError, ConfigError, IntegrityError, Regis
 from .model import TaskModules
 from .registry import BundleDraft, EvaluationDraft, Registry, validate_name
 from .schema import EVAL_KINDS, HEADS
+from . import strictjson
 from .scoring import check_metric
 
 FORMAT = "cadapt-task-archive"
@@ -213,18 +214,9 @@ def _members(tar: tarfile.TarFile, source: str) -> dict[str, tarfile.TarInfo]:
 
 
 def _strict_json(data: bytes, source: str):
-    def no_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)):
-            raise ValueError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
-        return dict(pairs)
-
-    def no_constants(value):
-        raise ValueError(f"{value} is not allowed")
-
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return strictjson.loads(data)
+    except (ValueError, RecursionError) as exc:
         raise BundleError(f"{source}: {MANIFEST} is not valid JSON ({exc})") from None
 
 

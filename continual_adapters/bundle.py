@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import strictjson
 from .adapter import adapter_parameter_count
 from .config import TaskSpec
 from .errors import BundleError, ConfigError, IntegrityError, TaskExistsError
@@ -180,7 +181,7 @@ def parse_header(data: bytes, source: str = "bundle", size: int | None = None) -
         raise BundleError(f"{source}: truncated ({len(data)} bytes), not a safetensors file")
     header_len = _header_length(data, size, source)
     try:
-        header = json.loads(data[8:8 + header_len].decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        header = strictjson.loads(data[8:8 + header_len])
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError(f"{source}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
@@ -223,7 +224,7 @@ def _config_from(metadata, source: str) -> dict:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise BundleError(f"{source}: not a {FORMAT} v{FORMAT_VERSION} bundle (no string metadata)")
     try:
-        content = json.loads(metadata.get("cadapt", "{}"), object_pairs_hook=_no_duplicate_keys)
+        content = strictjson.loads(metadata.get("cadapt", "{}"))
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"{source}: bundle metadata is not valid JSON ({exc})") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT \
@@ -245,14 +246,6 @@ def parse_bundle(data: bytes, source: str = "bundle") -> tuple[dict, dict[str, t
     except (SafetensorError, ValueError) as exc:
         raise BundleError(f"{source}: not a valid safetensors file ({exc})") from None
     return config, tensors
-
-
-def _no_duplicate_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        duplicated = sorted({key for key in keys if keys.count(key) > 1})
-        raise ValueError(f"duplicate keys {duplicated[:5]}")
-    return dict(pairs)
 
 
 def _check_size_against_model(model, spec: TaskSpec, entries: dict[str, dict], source: str) -> None:

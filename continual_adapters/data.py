@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import strictjson
 from .errors import DataError
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -103,22 +103,11 @@ def _decode(path: Path, raw: bytes) -> str:
         raise DataError(f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
 
-def _strict_object(pairs: list) -> dict:
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError(f"duplicate key {sorted(k for k in set(keys) if keys.count(k) > 1)[0]!r}")
-    return dict(pairs)
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _json_value(text: str, where: str):
-    """json.loads without NaN/Infinity literals or duplicate keys; nesting too deep for Python is a
-    DataError like any other malformed row."""
+    """Strict JSON (see strictjson); nesting too deep for Python is a DataError like any other
+    malformed row."""
     try:
-        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_reject_constant)
+        return strictjson.loads(text)
     except (ValueError, RecursionError) as exc:
         message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise DataError(f"{where}: not valid JSON ({message})") from None
