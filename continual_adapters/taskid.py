@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load, save
+from safetensors import safe_open
+from safetensors.torch import save
 
 from .bundle import atomic_write
 from .errors import DataError
@@ -84,11 +85,10 @@ def _stored(registry, name: str, base_sha256: str) -> torch.Tensor | None:
     path = centroid_path(registry, name)
     if path.is_symlink() or not path.is_file():
         return None
-    data = path.read_bytes()
-    try:
-        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-        tensor = load(data)["centroids"]
-        meta = json.loads(header["__metadata__"]["cadapt_taskid"])
+    try:  # a cache: anything unreadable is recomputed, never trusted
+        with safe_open(path, framework="pt") as stored:
+            meta = json.loads(stored.metadata()["cadapt_taskid"])
+            tensor = stored.get_tensor("centroids")
     except Exception:
         return None
     if meta.get("task") != name or meta.get("base_sha256") != base_sha256 or tensor.ndim != 2:
