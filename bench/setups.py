@@ -4,6 +4,7 @@ A fresh process per setup keeps one setup's allocator state, compile caches and 
 from leaking into the next. It reads the setup as JSON from its argument, and prints one line,
 ``BENCH_RESULT {json}``: the timings, the peak memory and the library versions.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "BENCH_RESULT "
 
-TRAIN_SETUPS = ["full", "floor", "floor_compiled", "cadapt", "cadapt_ref", "cadapt_compiled",
-                "cadapt_fused_adamw", "adapterhub", "peft_lora"]
-INFER_SETUPS = ["bare_infer", "bare_compiled_infer", "cadapt_infer", "cadapt_ref_infer",
-                "cadapt_compiled_infer", "adapterhub_infer", "peft_lora_infer"]
+TRAIN_SETUPS = [
+    "full",
+    "floor",
+    "floor_compiled",
+    "cadapt",
+    "cadapt_ref",
+    "cadapt_compiled",
+    "cadapt_fused_adamw",
+    "adapterhub",
+    "peft_lora",
+]
+INFER_SETUPS = [
+    "bare_infer",
+    "bare_compiled_infer",
+    "cadapt_infer",
+    "cadapt_ref_infer",
+    "cadapt_compiled_infer",
+    "adapterhub_infer",
+    "peft_lora_infer",
+]
 REAL_SETUPS = ["real_dynamic", "real_padded"]
 # With --adapterhub-python (AdapterHub pins transformers 4.x), the floor and the bare model are
 # also measured in that interpreter, so AdapterHub is compared with its own transformers.
@@ -28,17 +45,16 @@ PEER_ENV_SETUPS = ["adapterhub_env_floor", "adapterhub_env_bare_infer"]
 ALL_SETUPS = TRAIN_SETUPS + INFER_SETUPS + REAL_SETUPS + PEER_ENV_SETUPS
 COMPILED = {s for s in ALL_SETUPS if "compiled" in s}
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=512)
-
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=512
+)
 
 
 def _versions() -> dict:
     import torch
     import transformers
 
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
     for name in ("peft", "adapters"):
         try:
             module = __import__(name)
@@ -51,7 +67,7 @@ def _versions() -> dict:
 def _minilm_path() -> str:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from continual_adapters.model import DEFAULT_ENCODER, local_path_for
+    from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
 
     return local_path_for(DEFAULT_ENCODER)
 
@@ -93,7 +109,9 @@ def _pooled_classifier(encoder, hidden: int, labels: int, floor: bool):
 
         def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
             if inputs_embeds is not None:
-                hidden_states = self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+                hidden_states = self.encoder(
+                    inputs_embeds=inputs_embeds, attention_mask=attention_mask
+                ).last_hidden_state
             else:
                 hidden_states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
@@ -118,7 +136,7 @@ def _pooled_classifier(encoder, hidden: int, labels: int, floor: bool):
 
 def _hidden_size(encoder) -> int:
     config = encoder.config
-    return getattr(config, "hidden_size", None) or getattr(config, "dim")
+    return getattr(config, "hidden_size", None) or config.dim
 
 
 def build_setup(spec: dict):
@@ -132,7 +150,7 @@ def build_setup(spec: dict):
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         from continual_adapters import AdapterConfig, ContinualModel, TaskSpec
-        from continual_adapters import adapter as adapter_module
+        from continual_adapters.core import adapter as adapter_module
 
         if setup == "cadapt_ref":
             adapter_module.set_fast_path(False)
@@ -271,10 +289,17 @@ def _time_steps(step, spec: dict, device) -> dict:
         _sync(device)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    out = {"first_step_s": first, "step_ms": [t * 1000 for t in wall], "step_cpu_ms": [t * 1000 for t in cpu],
-           "wall_median_ms": statistics.median(wall) * 1000, "cpu_median_ms": statistics.median(cpu) * 1000,
-           "mean_ms": statistics.fmean(wall) * 1000,
-           "peak_mb": memory.peak_mb(), "mem_before_mb": memory.before_mb, "memory_method": memory.method}
+    out = {
+        "first_step_s": first,
+        "step_ms": [t * 1000 for t in wall],
+        "step_cpu_ms": [t * 1000 for t in cpu],
+        "wall_median_ms": statistics.median(wall) * 1000,
+        "cpu_median_ms": statistics.median(cpu) * 1000,
+        "mean_ms": statistics.fmean(wall) * 1000,
+        "peak_mb": memory.peak_mb(),
+        "mem_before_mb": memory.before_mb,
+        "memory_method": memory.method,
+    }
     return _with_clock(out, spec)
 
 
@@ -332,8 +357,8 @@ def run_real(spec: dict) -> dict:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from continual_adapters import AdapterConfig, ContinualModel, TaskSpec
-    from continual_adapters.data import encode_labels, label_names, load_split, read_dataset_json
-    from continual_adapters.training import TrainConfig, encode, train_task
+    from continual_adapters.data.reader import encode_labels, label_names, load_split, read_dataset_json
+    from continual_adapters.training.loop import TrainConfig, encode, train_task
 
     folder = Path(spec["real_data_dir"]) / spec["real_dataset"]
     meta = read_dataset_json(folder)
@@ -346,25 +371,51 @@ def run_real(spec: dict) -> dict:
     task = TaskSpec("bench", labels=tuple(labels), adapter=AdapterConfig(bottleneck=spec["bottleneck"]))
     model.add_task(task)
     tok = model.tokenizer
-    train_enc = encode(tok, train.texts, train.pairs, encode_labels(train, labels, "classification", "train"),
-                       spec["seq"], "classification")
-    val_enc = encode(tok, val.texts, val.pairs, encode_labels(val, labels, "classification", "validation"),
-                     spec["seq"], "classification")
-    config = TrainConfig(epochs=1, batch_size=spec["real_batch"], max_length=spec["seq"], seed=0,
-                         pad_to_max_length=spec["setup"] == "real_padded")
+    train_enc = encode(
+        tok,
+        train.texts,
+        train.pairs,
+        encode_labels(train, labels, "classification", "train"),
+        spec["seq"],
+        "classification",
+    )
+    val_enc = encode(
+        tok,
+        val.texts,
+        val.pairs,
+        encode_labels(val, labels, "classification", "validation"),
+        spec["seq"],
+        "classification",
+    )
+    config = TrainConfig(
+        epochs=1,
+        batch_size=spec["real_batch"],
+        max_length=spec["seq"],
+        seed=0,
+        pad_to_max_length=spec["setup"] == "real_padded",
+    )
     memory = Memory(device)
     memory.reset()
     c0 = time.process_time()
     result = train_task(model, "bench", train_enc, val_enc, config, "accuracy", progress=False)
     cpu_s = time.process_time() - c0
     lengths = [len(f["input_ids"]) for f in train_enc.features]
-    out = {"dataset": spec["real_dataset"], "examples": len(train_enc), "steps": result.steps,
-           "train_tokens": result.train_tokens, "wall_time_s": result.wall_time_s, "cpu_time_s": cpu_s,
-           "wall_median_ms": 1000 * result.wall_time_s / max(1, result.steps),
-           "cpu_median_ms": 1000 * cpu_s / max(1, result.steps),
-           "mean_length": statistics.fmean(lengths), "max_length_seen": max(lengths),
-           "pad_to_max_length": config.pad_to_max_length, "validation_examples": len(val_enc),
-           "peak_mb": memory.peak_mb(), "memory_method": memory.method}
+    out = {
+        "dataset": spec["real_dataset"],
+        "examples": len(train_enc),
+        "steps": result.steps,
+        "train_tokens": result.train_tokens,
+        "wall_time_s": result.wall_time_s,
+        "cpu_time_s": cpu_s,
+        "wall_median_ms": 1000 * result.wall_time_s / max(1, result.steps),
+        "cpu_median_ms": 1000 * cpu_s / max(1, result.steps),
+        "mean_length": statistics.fmean(lengths),
+        "max_length_seen": max(lengths),
+        "pad_to_max_length": config.pad_to_max_length,
+        "validation_examples": len(val_enc),
+        "peak_mb": memory.peak_mb(),
+        "memory_method": memory.method,
+    }
     out = _with_clock(out, spec)
     out["tokens_per_s"] = result.train_tokens / (out["median_ms"] * max(1, result.steps) / 1000)
     return out

@@ -1,2 +1,3 @@
-from .cli import main
+from continual_adapters.cli import main
+
 main()

@@ -1,45 +1,18 @@
-"""Shared fixtures: tiny random encoders (no downloads) and the real data directory."""
+"""Shared fixtures: real data, the session's real task stream, a tiny hub-like encoder, registry backends.
+
+Helpers that tests import live in `tests/support/`; this file only holds fixtures.
+"""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel
 
-from continual_adapters.model import ContinualModel
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("CADAPT_DATA_DIR", ROOT.parent / "shared" / "data"))
-
-TINY = {
-    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "xlm-roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=64),
-    "mpnet": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "distilbert": dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64),
-}
-
-
-def tiny_encoder(model_type: str = "bert", seed: int = 0):
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(model_type, vocab_size=120, max_position_embeddings=64, **TINY[model_type])
-    return AutoModel.from_config(config).eval()
-
-
-def tiny_model(model_type: str = "bert", seed: int = 0) -> ContinualModel:
-    return ContinualModel(tiny_encoder(model_type, seed)).eval()
-
-
-def tiny_batch(batch: int = 3, length: int = 9, seed: int = 1):
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 120, (batch, length), generator=generator)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    mask[0, -3:] = 0
-    return ids, mask
+from tests.support.backends import Backend
+from tests.support.cli import cli_ok, real_task_args
+from tests.support.paths import DATA_DIR, ROOT
 
 
 @pytest.fixture
@@ -47,27 +20,6 @@ def data_dir() -> Path:
     if not (DATA_DIR / "sst2" / "train.jsonl").exists():
         pytest.fail(f"real data not found at {DATA_DIR}; set CADAPT_DATA_DIR")
     return DATA_DIR
-
-
-def cli_ok(*args, env=None):
-    """Runs `cadapt ARGS` in-process and fails the test with its output if it did not exit 0."""
-    from click.testing import CliRunner
-
-    from continual_adapters.cli import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def real_task_args(data_dir: Path, name: str, max_train: int, max_eval: int = 200, epochs: int = 2):
-    folder = data_dir / name
-    args = ["add-task", name, "--train", folder / "train.jsonl", "--validation", folder / "validation.jsonl",
-            "--test", folder / "test.jsonl", "--max-train", max_train, "--max-eval", max_eval,
-            "--epochs", epochs, "--lr", "3e-3", "--quiet"]
-    if (folder / "dataset.json").read_text().count('"pair": true'):
-        args += ["--text-pair-column", "text_pair"]
-    return args
 
 
 @pytest.fixture(scope="session")
@@ -94,13 +46,19 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     """A tiny random BERT saved like a hub checkpoint, with the real MiniLM tokenizer: fast runner tests."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from continual_adapters.model import DEFAULT_ENCODER, local_path_for
+    from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
 
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -114,6 +72,24 @@ def smoke_run(tmp_path_factory):
     if not (DATA_DIR / "sst2" / "train.jsonl").exists():
         pytest.fail(f"real data not found at {DATA_DIR}; set CADAPT_DATA_DIR")
     out = tmp_path_factory.mktemp("smoke")
-    result = cli_ok("run-scenario", ROOT / "scenarios" / "smoke.yaml", "--out", out, "--data-dir", DATA_DIR,
-                    "--results", out / "results.md", "--quiet", "--json")
+    result = cli_ok(
+        "run-scenario",
+        ROOT / "scenarios" / "smoke.yaml",
+        "--out",
+        out,
+        "--data-dir",
+        DATA_DIR,
+        "--results",
+        out / "results.md",
+        "--quiet",
+        "--json",
+    )
     return {"out": out, "data": json.loads(result.stdout)}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """One empty registry location per backend (PostgreSQL when CADAPT_TEST_POSTGRES_URL is set)."""
+    made = Backend(request.param, tmp_path)
+    yield made
+    made.close()

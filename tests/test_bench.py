@@ -3,6 +3,7 @@
 No timing is asserted anywhere: these tests only keep the script from rotting (every setup
 builds, steps and reports) and check the shape of its JSON and of its printed table.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,8 +27,13 @@ def _bench_module():
 
 def _run(tmp_path, *args):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--json", str(out), *args],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -84,10 +90,15 @@ def test_table_and_goals_from_synthetic_results():
     def ok(ms, tps=None, mem=100.0):
         return {"status": "ok", "median_ms": ms, "tokens_per_s": tps or 1000.0 / ms, "peak_mb": mem}
 
-    runs = {"floor": [ok(10.0), ok(12.0)], "cadapt": [ok(10.4), ok(10.6)],
-            "bare_infer": [ok(5.0, 200.0)], "cadapt_infer": [ok(5.1, 196.0)],
-            "real_dynamic": [ok(1.0, 300.0)], "real_padded": [ok(1.0, 100.0)],
-            "adapterhub": [{"status": "skipped", "reason": "adapters not importable: nope"}]}
+    runs = {
+        "floor": [ok(10.0), ok(12.0)],
+        "cadapt": [ok(10.4), ok(10.6)],
+        "bare_infer": [ok(5.0, 200.0)],
+        "cadapt_infer": [ok(5.1, 196.0)],
+        "real_dynamic": [ok(1.0, 300.0)],
+        "real_padded": [ok(1.0, 100.0)],
+        "adapterhub": [{"status": "skipped", "reason": "adapters not importable: nope"}],
+    }
     summary = bench.aggregate(runs)
     assert summary["floor"]["median_ms"] == 11.0 and summary["floor"]["round_medians_ms"] == [10.0, 12.0]
     assert summary["adapterhub"]["status"] == "skipped"
@@ -96,8 +107,18 @@ def test_table_and_goals_from_synthetic_results():
     assert goals["inference_vs_bare"]["value"] == pytest.approx(0.98) and goals["inference_vs_bare"]["met"]
     assert goals["real_dynamic_vs_padded"]["value"] == pytest.approx(3.0) and goals["real_dynamic_vs_padded"]["met"]
     assert goals["train_compiled_vs_floor_compiled"]["met"] is None
-    meta = dict(device_name="cpu", model="tiny", batch=2, seq=16, dtype="fp32", bottleneck=8, rounds=2, steps=2,
-                load_before="0.1", load_after="0.2")
+    meta = dict(
+        device_name="cpu",
+        model="tiny",
+        batch=2,
+        seq=16,
+        dtype="fp32",
+        bottleneck=8,
+        rounds=2,
+        steps=2,
+        load_before="0.1",
+        load_after="0.2",
+    )
     table = bench.format_table(summary, goals, meta)
     assert "skipped" in table and "adapters not importable" in table and "MET" in table
     # On CUDA the training goal is against the compiled floor.

@@ -1,0 +1,3 @@
+from continual_adapters.cli import main
+
+main()

@@ -1,0 +1,315 @@
+"""Commands that grow or read the stream: add-task, audit, report, run-scenario."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from continual_adapters.cli.main import cli, emit, json_option, open_registry, quiet_libraries
+from continual_adapters.core.config import DEFAULT_EPOCHS, DEFAULT_LR, METHODS, AdapterConfig, validate_task_name
+from continual_adapters.core.errors import ConfigError
+from continual_adapters.data.taskdata import DataSpec, with_overrides
+from continual_adapters.registry import Registry
+from continual_adapters.training.loop import TrainConfig
+
+
+def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides) -> DataSpec:
+    if data:
+        return DataSpec.from_folder(data, data_dir, **overrides)
+    return with_overrides(
+        DataSpec(train=train, dataset=dataset), validation=validation, test=test, subset=subset, **overrides
+    )
+
+
+@cli.command("add-task")
+@click.argument("name")
+@click.option("--data", type=click.Path(), help="Dataset folder with {train,validation,test}.jsonl and dataset.json.")
+@click.option(
+    "--data-dir",
+    envvar="CADAPT_DATA_DIR",
+    type=click.Path(),
+    help="Where --data names are looked up [env CADAPT_DATA_DIR; default ../shared/data].",
+)
+@click.option("--train", type=click.Path(), help="Training file (JSONL, JSON, CSV, TSV, parquet).")
+@click.option("--validation", type=click.Path(), help="Validation file; carved from train (10%, seed) if absent.")
+@click.option("--test", type=click.Path(), help="Test file; the task's evaluation split if given.")
+@click.option("--dataset", help="Hugging Face hub dataset id (online use), e.g. glue.")
+@click.option("--subset", help="Hub dataset configuration, e.g. sst2.")
+@click.option("--text-column", default=None, help="Text column [text].")
+@click.option("--text-pair-column", default=None, help="Second text column for sentence pairs.")
+@click.option("--label-column", default=None, help="Label column [label].")
+@click.option("--labels", default=None, help="Comma-separated label order (class ids follow it).")
+@click.option("--head", type=click.Choice(["classification", "regression"]), default=None)
+@click.option("--metric", default=None, help="Primary metric: accuracy, macro_f1, mcc; pearson, spearman, mse.")
+@click.option("--max-train", type=int, default=None, help="Keep a seeded random subset of the training split.")
+@click.option("--max-eval", type=int, default=None, help="Cap validation and test splits likewise.")
+@click.option(
+    "--adapter-size",
+    default=None,
+    help="Bottleneck m, or 'auto' to pick from 8, 64, 256 on validation [64; 0 unless --method adapters].",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="adapters (the product), ln-only, or a baseline: naive, top-k, full [the registry's].",
+)
+@click.option("--top-layers", type=int, default=None, help="Layers fine-tuned per task by --method top-k [2].")
+@click.option(
+    "--top-k",
+    "top_k_alias",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Old name of --top-layers (it clashed with predict's --top-k).",
+)
+@click.option("--activation", default="gelu", show_default=True)
+@click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Learning rate [" + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items()) + "].",
+)
+@click.option("--max-length", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cuda, mps or cpu [auto].")
+@click.option("--encoder", default=None, help="Base encoder for a new registry [all-MiniLM-L6-v2].")
+@click.option("--skip-reeval", is_flag=True, help="Do not re-evaluate earlier tasks (recorded as skipped).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+@click.pass_context
+def add_task(
+    ctx,
+    name,
+    data,
+    data_dir,
+    train,
+    validation,
+    test,
+    dataset,
+    subset,
+    text_column,
+    text_pair_column,
+    label_column,
+    labels,
+    head,
+    metric,
+    max_train,
+    max_eval,
+    adapter_size,
+    method,
+    top_layers,
+    top_k_alias,
+    activation,
+    epochs,
+    batch_size,
+    lr,
+    max_length,
+    seed,
+    device,
+    encoder,
+    skip_reeval,
+    quiet,
+    as_json,
+):
+    """Train a new task's adapter, prove earlier tasks untouched, and register it."""
+    from continual_adapters.stream.runner import Runner
+
+    validate_task_name(name)
+    overrides = dict(
+        text_column=text_column,
+        pair_column=text_pair_column,
+        label_column=label_column,
+        labels=tuple(v.strip() for v in labels.split(",")) if labels else None,
+        head=head,
+        metric=metric,
+        max_train=max_train,
+        max_eval=max_eval,
+    )
+    spec = _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides)
+    auto = adapter_size == "auto"
+    if adapter_size is not None and not auto and not adapter_size.isdigit():
+        raise click.BadParameter("an integer or 'auto'", param_hint="--adapter-size")
+    if top_k_alias is not None:
+        click.echo("Warning: --top-k is now --top-layers on add-task", err=True)
+        top_layers = top_layers if top_layers is not None else top_k_alias
+    runner = Runner(
+        open_registry(ctx),
+        encoder=encoder,
+        device=device,
+        progress=not (quiet or as_json),
+        method=method,
+        top_k=2 if top_layers is None else top_layers,
+    )
+    chosen = method or runner.method
+    size = (64 if chosen == "adapters" else 0) if adapter_size is None or auto else int(adapter_size)
+    adapter = AdapterConfig(bottleneck=size, activation=activation)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=DEFAULT_LR[chosen] if lr is None else lr,
+        max_length=max_length,
+        seed=seed,
+    )
+    quiet_libraries(quiet or as_json)
+    result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval, method=method)
+    if result is None:
+        return
+    counts = result.param_counts
+    lines = [
+        f"task {name} ready at position {result.task.position}",
+        f"  {result.eval_split}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items()),
+        f"  parameters added: {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of the base)",
+        f"  bundle sha256: {result.bundle_sha256}",
+    ]
+    lines += [f"  re-evaluated {k}: {v:.4f}" for k, v in result.reevaluated.items()]
+    if result.proof.get("unchanged"):
+        lines.append("  base and earlier bundles unchanged: yes (hashes before == after)")
+    else:
+        lines.append(f"  earlier tasks' weights CHANGED (method {result.task.method} shares the encoder)")
+    emit(result.to_dict(), as_json, "\n".join(lines))
+
+
+@cli.command("audit")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Allowed score difference (across devices or library versions); 0 demands an exact match.",
+)
+@click.option("--device", default=None)
+@json_option
+@click.pass_context
+def audit_command(ctx, tolerance, device, as_json):
+    """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed."""
+    from continual_adapters.stream.audit import audit
+    from continual_adapters.stream.runner import Runner
+
+    quiet_libraries(True)
+    report = audit(Runner(open_registry(ctx), device=device, progress=False), tolerance)
+    lines = []
+    for t in report.tasks:
+        detail = f"{t.measured:.4f} (recorded {t.recorded:.4f})" if t.measured is not None else ""
+        lines.append(f"{'PASS' if t.ok else 'FAIL'}  {t.task:<24} {detail}")
+        lines += [f"      {p}" for p in t.problems]
+    mode = "exact" if tolerance == 0 else f"tolerance {tolerance}"
+    lines.append(f"audit {'passed' if report.ok else 'FAILED'} ({len(report.tasks)} tasks, {mode})")
+    emit(report.to_dict(), as_json, "\n".join(lines))
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(), default=None, help="Write the Markdown report to this file.")
+@click.option("--plots", type=click.Path(), default=None, help="Folder for PNG figures (R heatmap, growth curve).")
+@click.option("--task-id", is_flag=True, help="Also measure task identification for --task auto (runs the model).")
+@json_option
+@click.pass_context
+def report(ctx, output, plots, task_id, as_json):
+    """The stream's report: tasks, accuracy matrix, ACC/BWT/forgetting, parameter-growth ledger."""
+    from pathlib import Path
+
+    from continual_adapters.report.reporting import format_markdown, stream_report, write_plots
+
+    data = stream_report(open_registry(ctx))
+    if task_id:
+        from continual_adapters.stream.runner import Runner
+        from continual_adapters.stream.taskid import evaluate_identification
+
+        quiet_libraries(True)
+        data["task_identification"] = evaluate_identification(Runner(open_registry(ctx), progress=False))
+    if plots:
+        data["plots"] = [str(p) for p in write_plots(data, plots)]
+    text = format_markdown(data)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    emit(data, as_json, text)
+
+
+@cli.command("run-scenario")
+@click.argument("scenario_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(), default=None, help="Run folder, one registry per method [runs/<name>].")
+@click.option(
+    "--data-dir",
+    envvar="CADAPT_DATA_DIR",
+    type=click.Path(),
+    help="Where the scenario's datasets live [env CADAPT_DATA_DIR; default ../shared/data].",
+)
+@click.option("--methods", default=None, help="Comma-separated subset of the scenario's methods.")
+@click.option(
+    "--registry",
+    "single_registry",
+    default=None,
+    help="Put a single-method scenario into this registry (path or URL) instead of --out "
+    "[the global --registry / CADAPT_REGISTRY, if set].",
+)
+@click.option("--results", type=click.Path(), default=None, help="Also write the comparison as Markdown here.")
+@click.option("--device", default=None)
+@click.option("--no-audit", is_flag=True, help="Skip the audit after each method.")
+@click.option("--report-only", is_flag=True, help="Train nothing: audit and compare the tasks already there.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+@click.pass_context
+def run_scenario_command(
+    ctx, scenario_file, out, data_dir, methods, single_registry, results, device, no_audit, report_only, quiet, as_json
+):
+    """Run a task-stream scenario (every method, every seed) and print the comparison."""
+    from pathlib import Path
+
+    from continual_adapters.report.comparison import compare, format_comparison, write_comparison_plots
+    from continual_adapters.stream.scenario import load_scenario, run_scenario
+
+    scenario = load_scenario(scenario_file, data_dir)
+    out = Path(out or Path("runs") / scenario.name)
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    quiet_libraries(quiet or as_json)
+    log = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    # A registry named globally (--registry, CADAPT_REGISTRY; --artifacts, CADAPT_ARTIFACTS) is one
+    # registry: honoured for a single run, refused for a comparison rather than silently ignored.
+    single_registry = single_registry or ctx.obj["url"]
+    artifacts = ctx.obj["artifacts"]
+    if artifacts and not single_registry:
+        raise ConfigError(
+            "--artifacts / CADAPT_ARTIFACTS names one bundle folder, but run-scenario keeps one "
+            "registry per method and seed under --out: name one registry with --registry as well"
+        )
+    audits = run_scenario(
+        scenario,
+        out,
+        chosen,
+        device=device,
+        progress=not (quiet or as_json),
+        registry=single_registry,
+        artifacts=artifacts,
+        audit_runs=not no_audit,
+        train=not report_only,
+        log=log,
+    )
+    if single_registry:
+        from continual_adapters.report.reporting import format_markdown, stream_report
+
+        data = stream_report(Registry(single_registry, artifacts))
+        data["audit_ok"] = next(iter(audits.values()), None)
+        emit(data, as_json, format_markdown(data))
+        return
+    data = compare(scenario, out, audits)
+    target = Path(results) if results else out / "results.md"
+    figures = target.parent / "figures" / scenario.name if results else out / "figures"
+    data["plots"] = write_comparison_plots(data, figures, target)
+    # The command that reproduces the document from nothing; on finished runs it only reports,
+    # so --report-only is left out of it.
+    command = (
+        f"cadapt run-scenario {scenario_file}"
+        + (f" --methods {methods}" if methods else "")
+        + f" --out {out}"
+        + (f" --results {results}" if results else "")
+        + (" --no-audit" if no_audit else "")
+    )
+    text = format_comparison(data, command)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    emit({k: v for k, v in data.items()}, as_json, text + f"\n(written to {target})")

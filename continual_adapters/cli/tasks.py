@@ -1,0 +1,102 @@
+"""Commands over the registry's records: init, tasks, show, remove, fsck."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from continual_adapters.cli.main import cli, emit, json_option, open_registry
+
+
+@cli.command()
+@click.pass_context
+def init(ctx):
+    """Create the registry (idempotent)."""
+    registry = open_registry(ctx)
+    registry.init()
+    click.echo(f"registry ready: {registry.url} (bundles in {registry.root})")
+
+
+@cli.command()
+@json_option
+@click.option("--all", "show_all", is_flag=True, help="Include retired and pending tasks.")
+@click.pass_context
+def tasks(ctx, as_json, show_all):
+    """List tasks in stream order."""
+    registry = open_registry(ctx)
+    rows = []
+    for task in registry.tasks(include_retired=show_all, include_pending=show_all):
+        row = {
+            "position": task.position,
+            "name": task.name,
+            "status": task.status,
+            "method": task.method,
+            "labels": len(task.labels),
+            "metric": task.primary_metric,
+            "value": None,
+            "params": None,
+        }
+        if task.status == "ready":
+            bundle = registry.bundle(task.name)
+            row["params"] = bundle.param_counts.get("total")
+            row["bytes"] = bundle.size_bytes
+            scores = [
+                e for e in registry.evaluations(task.name, kind="registration") if e.metric == task.primary_metric
+            ]
+            row["value"] = scores[0].value if scores else None
+        rows.append(row)
+    lines = [f"{'#':>3}  {'task':<24} {'status':<8} {'method':<9} {'metric':<9} {'value':>7} {'params':>10}"]
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        lines.append(
+            f"{r['position'] or '-':>3}  {r['name']:<24} {r['status']:<8} {r['method']:<9} "
+            f"{r['metric']:<9} {value:>7} {r['params'] or '':>10}"
+        )
+    emit(rows, as_json, "\n".join(lines) if rows else "no tasks yet: add one with `cadapt add-task`")
+
+
+@cli.command()
+@click.argument("task")
+@json_option
+@click.pass_context
+def show(ctx, task, as_json):
+    """A task's bundle, parameters, metrics history and the unchanged-hash proof."""
+    from continual_adapters.report.reporting import format_task_details, task_details
+
+    details = task_details(open_registry(ctx), task)
+    emit(details, as_json, format_task_details(details))
+
+
+@cli.command()
+@click.argument("task")
+@click.pass_context
+def remove(ctx, task):
+    """Retire a task: its row is kept as retired, its bundle file is deleted."""
+    record = open_registry(ctx).remove_task(task)
+    click.echo(f"retired {record.name}")
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Delete orphan files and pending rows of dead runs.")
+@json_option
+@click.pass_context
+def fsck(ctx, repair, as_json):
+    """Check bundle files against the database; list (and with --repair remove) leftovers."""
+    report = open_registry(ctx).fsck(repair=repair)
+    data = {
+        "ok": report.ok,
+        "orphan_files": report.orphan_files,
+        "dead_pending": report.dead_pending,
+        "missing_files": report.missing_files,
+        "checksum_mismatches": report.checksum_mismatches,
+        "signature_mismatches": report.signature_mismatches,
+        "repaired": report.repaired,
+    }
+    text = "\n".join(
+        [f"{k}: {', '.join(v) if v else 'none'}" for k, v in data.items() if isinstance(v, list)]
+        + ["ok" if report.ok else "problems found" + ("" if repair else " (run with --repair)")]
+    )
+    emit(data, as_json, text)
+    if not report.ok:
+        sys.exit(1)

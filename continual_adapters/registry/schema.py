@@ -1,0 +1,127 @@
+"""SQLAlchemy tables of the registry database, kept apart from the Registry logic that uses them.
+
+The table layout is the on-disk contract behind ``SCHEMA_VERSION``: changing anything here means
+bumping that version and adding the step from the previous one to ``MIGRATIONS``, so it lives in
+one file that is easy to review on its own.
+"""
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, MetaData, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from continual_adapters.core.config import HEADS
+
+STATUSES = ("pending", "ready", "failed", "retired")
+EVAL_KINDS = ("registration", "reeval", "audit", "skipped")
+
+SCHEMA_VERSION = 2
+# version -> statements that take a registry of that version to the next one. Plain SQL that
+# SQLite and PostgreSQL both accept, run by Registry.init under the write lock.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE tasks ADD COLUMN signature VARCHAR(64)",),
+}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """SQLite drops tzinfo, so store naive UTC everywhere and hand back aware datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s", "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"})
+    type_annotation_map = {datetime: _UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class _Meta(_Base):
+    __tablename__ = "cadapt_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class _BaseModel(_Base):
+    __tablename__ = "base_models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+    revision: Mapped[str | None] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    num_parameters: Mapped[int]
+    architecture: Mapped[str] = mapped_column(String(128))
+    hidden_size: Mapped[int]
+    num_layers: Mapped[int]
+    created_at: Mapped[datetime]
+
+
+class _Task(_Base):
+    __tablename__ = "tasks"
+    __table_args__ = (CheckConstraint(_in("status", STATUSES), name="status"),
+                      CheckConstraint(_in("head", HEADS), name="head"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    position: Mapped[int | None] = mapped_column(unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[list[str]]
+    head: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(64), default="adapters")
+    primary_metric: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    proof: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    owner_pid: Mapped[int | None]
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # HMAC-SHA256 of the task's critical fields (signing.py); NULL when no key was set (schema 2).
+    signature: Mapped[str | None] = mapped_column(String(64))
+
+
+class _Bundle(_Base):
+    __tablename__ = "bundles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int]
+    config: Mapped[dict[str, Any]]
+    param_counts: Mapped[dict[str, Any]]
+    hyperparameters: Mapped[dict[str, Any]]
+    seed: Mapped[int]
+    library_versions: Mapped[dict[str, Any]]
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    wall_time_s: Mapped[float]
+    created_at: Mapped[datetime]
+
+
+class _Evaluation(_Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("task_id", "after_tasks", "split", "metric", "kind"),
+                      CheckConstraint(_in("kind", EVAL_KINDS), name="kind"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    after_tasks: Mapped[int]
+    split: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float]
+    predictions_sha256: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]

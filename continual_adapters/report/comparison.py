@@ -1,0 +1,294 @@
+"""Comparing methods over one scenario: the table of Houlsby et al. 2019, from our own registries.
+
+Everything here is read back from the registries a scenario run wrote (one per method and
+seed), so the document it renders can always be regenerated from the run folder, and every
+number in it traces back to evaluation rows.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from continual_adapters.registry.registry import Registry
+from continual_adapters.report.reporting import stream_report
+from continual_adapters.stream.scenario import Scenario
+
+PAPER = {
+    "source": "Houlsby et al. 2019, Table 1 (GLUE test, BERT-large)",
+    "rows": [
+        {"method": "full fine-tuning", "average": 80.4, "trained_percent": 100.0, "total_multiple": 9.0},
+        {"method": "adapters (8-256)", "average": 80.0, "trained_percent": 3.6, "total_multiple": 1.3},
+        {"method": "adapters (64)", "average": 79.6, "trained_percent": 2.1, "total_multiple": 1.2},
+    ],
+}
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
+    """One method's numbers from one registry; None while it holds no task."""
+    if not registry.initialized() or not registry.tasks():
+        return None
+    report = stream_report(registry)
+    names, R = report["matrix"]["tasks"], report["matrix"]["R"]
+    base = report["base_model"]["parameters"]
+    final = dict(zip(names, R[-1], strict=True))
+    learned = {name: R[i][i] for i, name in enumerate(names)}
+    trained, wall, sizes = [], 0.0, {}
+    for name in names:
+        bundle = registry.bundle(name)
+        counts = bundle.param_counts
+        trained.append(100.0 * counts.get("trained", counts["total"]) / base)
+        wall += bundle.wall_time_s or 0.0
+        sizes[name] = bundle.config.get("task", {}).get("adapter", {}).get("bottleneck")
+    return {
+        "tasks": names,
+        "complete": names == task_names,
+        "final": [final.get(n) for n in task_names],
+        "learned": [learned.get(n) for n in task_names],
+        "metrics": report["metrics"],
+        "trained_percent": _mean(trained),
+        "total_multiple": report["ledger_totals"].get("total_multiple"),
+        "one_model_per_task_multiple": report["ledger_totals"].get("full_finetune_multiple"),
+        "bytes": sum(r["added_bytes"] or 0 for r in report["ledger"]),
+        "train_seconds": wall,
+        "R": R,
+        "ledger": report["ledger"],
+        "base_parameters": base,
+        "adapter_sizes": sizes,
+        "primary_metrics": [t["metric"] for t in report["tasks"]],
+    }
+
+
+def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> dict:
+    """Per method: means over seeds of every figure, plus the per-seed summaries."""
+    out = Path(out)
+    task_names = [t.name for t in scenario.tasks]
+    methods = []
+    for settings in scenario.methods:
+        runs = []
+        for seed in scenario.seeds:
+            db = scenario.run_dir(out, settings, seed) / "registry.db"
+            summary = method_summary(Registry(db), task_names) if db.exists() else None
+            if summary is not None:
+                summary["seed"] = seed
+                summary["audit_ok"] = (audits or {}).get((settings.label, seed))
+                runs.append(summary)
+        if not runs:
+            continue
+        per_task = {
+            key: [_mean([r[key][j] for r in runs]) for j in range(len(task_names))] for key in ("final", "learned")
+        }
+        metrics = {
+            key: _mean([r["metrics"].get(key) for r in runs])
+            for key in ("acc", "bwt", "forgetting", "learning_accuracy")
+        }
+        methods.append(
+            {
+                "label": settings.label,
+                "method": settings.method,
+                "adapter_size": settings.adapter_size,
+                "lr": settings.lr or scenario.train.lr,
+                "seeds": [r["seed"] for r in runs],
+                "complete": all(r["complete"] for r in runs),
+                **per_task,
+                "metrics": metrics,
+                "acc_std": _std([r["metrics"].get("acc") for r in runs]),
+                "trained_percent": _mean([r["trained_percent"] for r in runs]),
+                "total_multiple": _mean([r["total_multiple"] for r in runs]),
+                "bytes": _mean([r["bytes"] for r in runs]),
+                "train_seconds": _mean([r["train_seconds"] for r in runs]),
+                "audit_ok": [r["audit_ok"] for r in runs],
+                "runs": runs,
+            }
+        )
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "notes": scenario.notes,
+        "source": scenario.source,
+        "tasks": task_names,
+        "datasets": [t.dataset_name for t in scenario.tasks],
+        "caps": {t.name: {"max_train": t.data.max_train, "max_eval": t.data.max_eval} for t in scenario.tasks},
+        "train": scenario.train.to_dict(),
+        "encoder": scenario.encoder,
+        "methods": methods,
+        "paper": PAPER,
+    }
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+def findings(data: dict) -> list[str]:
+    """The checks the paper's claim rests on, stated from the numbers rather than by hand."""
+    by_label = {m["label"]: m for m in data["methods"]}
+    lines = []
+    for m in data["methods"]:
+        bwt = m["metrics"]["bwt"]
+        if m["method"] in ("adapters", "ln-only", "full", "top-k") and bwt is not None:
+            lines.append(
+                f"`{m['label']}`: BWT {bwt:+.4f} — "
+                + ("exactly zero, as isolation guarantees." if bwt == 0 else "NOT zero: investigate.")
+            )
+        if m["method"] == "naive" and bwt is not None:
+            lines.append(
+                f"`{m['label']}`: BWT {bwt:+.4f}, forgetting {m['metrics']['forgetting']:.4f} — "
+                "sequential fine-tuning of the shared encoder overwrites earlier tasks."
+            )
+        if m.get("adapter_size") == "auto" and m.get("runs"):
+            picked = m["runs"][0]["adapter_sizes"]
+            lines.append(
+                f"`{m['label']}` picked, on each task's validation split: "
+                + ", ".join(f"{task} {size}" for task, size in picked.items())
+                + "."
+            )
+    adapters, full = by_label.get("adapters"), by_label.get("full")
+    if adapters and full and adapters["metrics"]["acc"] is not None and full["metrics"]["acc"] is not None:
+        gap = 100 * (full["metrics"]["acc"] - adapters["metrics"]["acc"])
+        lines.append(
+            f"`adapters` average {_pct(adapters['metrics']['acc'])} vs `full` {_pct(full['metrics']['acc'])}: "
+            f"{'adapters trail by' if gap > 0 else 'adapters lead by'} {abs(gap):.1f} points "
+            f"with {adapters['trained_percent']:.2f}% vs {full['trained_percent']:.1f}% of the "
+            "parameters trained per task."
+        )
+    return lines
+
+
+def format_comparison(data: dict, command: str | None = None) -> str:
+    names = data["tasks"]
+    out = [f"# Results: scenario `{data['scenario']}`", ""]
+    if data["description"]:
+        out += [data["description"], ""]
+    if command:
+        out += ["Generated, not written by hand; reproduce with:", "", "```bash", command, "```", ""]
+    caps = {(c["max_train"], c["max_eval"]) for c in data["caps"].values()}
+    out += [
+        f"Encoder: `{data['encoder'] or 'sentence-transformers/all-MiniLM-L6-v2'}`; training: "
+        f"{data['train']['epochs']} epoch(s), batch {data['train']['batch_size']}, max length "
+        f"{data['train']['max_length']}; caps (train, eval) per task: "
+        + ", ".join(f"{a if a else 'all'}/{b if b else 'all'}" for a, b in sorted(caps, key=str))
+        + ".",
+        "",
+    ]
+    header = "| method | " + " | ".join(names) + " | average | trained params / task | total params (× base) |"
+    rule = "|---" * (len(names) + 4) + "|"
+    for key, title, note in (
+        (
+            "final",
+            "Score per task at the end of the stream (×100)",
+            "Each task's primary metric (accuracy; Matthews correlation for CoLA) on its evaluation split "
+            "after the whole stream was learned: the last row of R. The average is ACC.",
+        ),
+        (
+            "learned",
+            "Score per task right after it was learned (×100)",
+            "The diagonal of R: what each method reaches on a task before any later task can interfere.",
+        ),
+    ):
+        out += [f"## {title}", "", note, "", header, rule]
+        for m in data["methods"]:
+            average = m["metrics"]["acc"] if key == "final" else m["metrics"]["learning_accuracy"]
+            out.append(
+                f"| {m['label']}{'' if m['complete'] else ' (incomplete)'} | "
+                + " | ".join(_pct(v) for v in m[key])
+                + f" | **{_pct(average)}** | "
+                f"{m['trained_percent']:.2f}% | {m['total_multiple']:.2f}× |"
+            )
+        out.append("")
+    out += [
+        "## Continual-learning metrics",
+        "",
+        "| method | ACC | BWT | forgetting | audit | train time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in data["methods"]:
+        audit = ", ".join("–" if a is None else ("pass" if a else "FAIL") for a in m["audit_ok"])
+        out.append(
+            f"| {m['label']} | {_pct(m['metrics']['acc'])} | {_signed(m['metrics']['bwt'])} | "
+            f"{_signed(m['metrics']['forgetting'])} | {audit} | {m['train_seconds']:.0f} |"
+        )
+    paper = data["paper"]
+    out += [
+        "",
+        f"## Beside the paper ({paper['source']})",
+        "",
+        "| method | GLUE average | trained params / task | total params (× base, 9 tasks) |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {r['method']} | {r['average']:.1f} | {r['trained_percent']:.1f}% | {r['total_multiple']:.1f}× |"
+        for r in paper["rows"]
+    ]
+    out += [
+        "",
+        "Different encoder (MiniLM-L6, 22.7M, vs BERT-large, 340M), different tasks and capped "
+        "training sets: compare the gaps and the parameter ratios, not the absolute scores.",
+    ]
+    lines = findings(data)
+    if lines:
+        out += ["", "## Findings", ""] + [f"- {line}" for line in lines]
+    if data["notes"]:
+        out += ["", "## Notes", "", data["notes"]]
+    if data.get("plots"):
+        out += ["", "## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in data["plots"]]
+    return "\n".join(out) + "\n"
+
+
+def write_comparison_plots(data: dict, folder: str | Path, link_from: str | Path | None = None) -> list[str]:
+    """Final scores per task and method, and stored parameters as tasks are added."""
+    from continual_adapters.metrics.ledger import LedgerRow
+    from continual_adapters.report.plots import plot_accuracy_matrix, plot_method_comparison, plot_parameter_growth
+
+    folder = Path(folder)
+    methods = data["methods"]
+    if not methods:
+        return []
+    paths = [
+        plot_method_comparison(
+            {m["label"]: m["final"] for m in methods},
+            data["tasks"],
+            folder / "scores_by_method.png",
+            title="Score at the end of the stream",
+            metric_label="primary score",
+        ),
+        plot_parameter_growth(
+            {m["label"]: [LedgerRow(**row) for row in m["runs"][0]["ledger"]] for m in methods},
+            folder / "parameter_growth.png",
+        ),
+    ]
+    for m in methods:
+        run = m["runs"][0]
+        paths.append(
+            plot_accuracy_matrix(
+                run["tasks"],
+                run["R"],
+                folder / f"R_{m['label']}.png",
+                title=f"R[i][j] — {m['label']}",
+                metric_label="primary score",
+            )
+        )
+    base = Path(link_from).parent if link_from else None
+    return [str(_relative(p, base)) for p in paths]
+
+
+def _relative(path: Path, base: Path | None) -> Path:
+    if base is None:
+        return path
+    import os
+
+    return Path(os.path.relpath(path.resolve(), base.resolve()))

@@ -1,0 +1,123 @@
+"""The forgetting audit: re-check every ready task against what was recorded when it was added.
+
+For each task: the bundle file's sha256 and size (and, with ``CADAPT_REGISTRY_KEY`` set, the
+signature over its recorded fields), the base weights' sha256, a fresh evaluation on the
+recorded split compared with the recorded score (exactly, or within `tolerance` across devices
+and library versions) and the predictions' hash, the golden logits stored at registration
+compared bit for bit (`torch.equal`), else their max difference, and the rows that must agree
+with each other (`record_problems`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from continual_adapters.core.errors import CadaptError
+from continual_adapters.stream.runner import Runner
+
+
+@dataclass
+class TaskAudit:
+    task: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    recorded: float | None = None
+    measured: float | None = None
+    predictions_equal: bool | None = None
+    golden_equal: bool | None = None
+    golden_max_diff: float | None = None
+
+
+@dataclass
+class AuditReport:
+    tasks: list[TaskAudit]
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tasks)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "tolerance": self.tolerance, "tasks": [asdict(t) for t in self.tasks]}
+
+
+def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
+    registry = runner.registry
+    result = TaskAudit(task=name, ok=False)
+    try:
+        registry.verify_bundle(name)
+        evaluation = runner.evaluate_task(name)
+    except CadaptError as exc:
+        result.problems.append(str(exc))
+        return result
+    task = registry.task(name)
+    recorded = [e for e in registry.evaluations(name, kind="registration") if e.metric == task.primary_metric]
+    if not recorded:
+        result.problems.append("no registration score recorded")
+        return result
+    result.recorded, result.measured = recorded[0].value, evaluation.scores[task.primary_metric]
+    if abs(result.measured - result.recorded) > tolerance:
+        result.problems.append(
+            f"{task.primary_metric} {result.measured:.6f} != recorded {result.recorded:.6f}"
+            + (f" (tolerance {tolerance})" if tolerance else "")
+        )
+    result.predictions_equal = evaluation.predictions_sha256 == recorded[0].predictions_sha256
+    if not result.predictions_equal and tolerance == 0:
+        result.problems.append("predictions differ from those recorded (hash mismatch)")
+    result.problems.extend(record_problems(runner, task, recorded[0], tolerance))
+    golden = torch.tensor((task.proof or {}).get("golden", {}).get("logits", []))
+    if golden.numel():
+        measured = evaluation.logits[: len(golden)]
+        result.golden_equal = torch.equal(measured, golden)
+        result.golden_max_diff = float((measured - golden).abs().max())
+        if not result.golden_equal and result.golden_max_diff > tolerance:
+            result.problems.append(f"golden logits differ (max difference {result.golden_max_diff:.3g})")
+    result.ok = not result.problems
+    return result
+
+
+def record_problems(runner: Runner, task, registration, tolerance: float) -> list[str]:
+    """Rows that must agree with each other or with the attached model, so an edit to one of them
+    shows even without a signing key: labels and parameter counts against the bundle, the proof
+    against the base and bundle rows, and re-evaluations against the registration score
+    wherever the proof of the task added at that step says earlier tasks were unchanged."""
+    registry, model, problems = runner.registry, runner.model, []
+    bundle = registry.bundle(task.name)
+    if list(model.spec(task.name).labels) != list(task.labels):
+        problems.append(f"labels {task.labels} differ from the bundle's {list(model.spec(task.name).labels)}")
+    if model.parameter_counts(task.name).to_dict() != bundle.param_counts:
+        problems.append("recorded parameter counts differ from the bundle's")
+    proof = task.proof or {}
+    if proof.get("unchanged"):
+        base = registry.base_model()
+        before = proof.get("before") or {}
+        if before != proof.get("after") or (base is not None and before.get("base_sha256") != base.sha256):
+            problems.append("the hash proof is inconsistent (before != after, or not the registry's base)")
+        ready = {t.name: t for t in registry.tasks()}
+        for other, sha in (before.get("bundle_files") or {}).items():
+            if other in ready and registry.bundle(other).sha256 != sha:
+                problems.append(f"the hash proof records {other}'s bundle as {sha[:16]}, its row says otherwise")
+    unchanged_after = {t.position: bool((t.proof or {}).get("unchanged")) for t in registry.tasks(include_retired=True)}
+    for e in registry.evaluations(task.name, kind="reeval"):
+        if (e.metric, e.split) != (registration.metric, registration.split) or not unchanged_after.get(e.after_tasks):
+            continue
+        if abs(e.value - registration.value) > tolerance or (
+            tolerance == 0 and e.predictions_sha256 != registration.predictions_sha256
+        ):
+            problems.append(
+                f"re-evaluation after {e.after_tasks} tasks records {e.value:.6f}, but the task was "
+                f"unchanged since it scored {registration.value:.6f}"
+            )
+    return problems
+
+
+def audit(runner: Runner, tolerance: float = 0.0) -> AuditReport:
+    """Audits every ready task; base-weight mismatches surface as a problem on every task."""
+    tasks = runner.registry.tasks()
+    try:
+        runner.load_model()
+    except CadaptError as exc:
+        return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance)
+    return AuditReport([audit_task(runner, t.name, tolerance) for t in tasks], tolerance)

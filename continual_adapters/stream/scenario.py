@@ -1,0 +1,304 @@
+"""Task-stream scenarios: one YAML file names the tasks, the encoder and the methods to compare.
+
+A scenario runs every method over the same ordered stream, each method (and seed) into a
+registry of its own under the output folder, through the same `Runner` as `cadapt add-task`.
+Runs resume: a task already `ready` in a method's registry is skipped, so an interrupted
+hour-long comparison picks up where it stopped. The comparison itself is in `comparison.py`.
+
+Format (see `scenarios/*.yaml`)::
+
+    name: smoke
+    encoder: sentence-transformers/all-MiniLM-L6-v2   # optional, default encoder
+    seeds: [0]
+    train: {epochs: 1, max_length: 64}                 # TrainConfig fields, shared by all methods
+    data: {max_train: 160, max_eval: 100}              # caps for every task (a task may override)
+    methods:                                           # label -> method settings
+      adapters: {adapter_size: 64, lr: 3.0e-3}
+      naive: {lr: 5.0e-5}
+    tasks:
+      - {name: sst2, data: sst2}                       # a folder under the data directory
+      - {name: agnews, dataset: ag_news, text_column: text}   # or a hub id (online users)
+    split: {data: clinc150, by: domains.json, prefix: clinc}  # instead of tasks: one task per domain
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from continual_adapters.core.config import METHODS, AdapterConfig, validate_task_name
+from continual_adapters.core.errors import ConfigError, DataError
+from continual_adapters.data.reader import default_data_dir, read_dataset_json, resolve_data_path
+from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.registry.registry import Registry
+from continual_adapters.training.loop import TrainConfig
+
+DATA_KEYS = ("max_train", "max_eval", "seed", "text_column", "pair_column", "label_column", "metric", "head")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """One column of the comparison: a method with its own learning rate and adapter size."""
+
+    label: str
+    method: str
+    adapter_size: int | str = 0
+    lr: float | None = None
+    epochs: int | None = None
+    top_k: int = 2
+
+    @classmethod
+    def parse(cls, label: str, values: dict | None) -> MethodSettings:
+        values = dict(values or {})
+        method = values.pop("method", label)
+        if method not in METHODS:
+            raise ConfigError(f"method {label!r}: unknown method {method!r}; choose from {', '.join(METHODS)}")
+        size = values.pop("adapter_size", 64 if method == "adapters" else 0)
+        if size != "auto" and not (isinstance(size, int) and size >= 0):
+            raise ConfigError(f"method {label!r}: adapter_size must be an integer >= 0 or 'auto'")
+        unknown = set(values) - {"lr", "epochs", "top_k"}
+        if unknown:
+            raise ConfigError(f"method {label!r}: unknown settings {sorted(unknown)}")
+        return cls(label=label, method=method, adapter_size=size, **values)
+
+    def adapter(self) -> AdapterConfig:
+        return AdapterConfig(bottleneck=64 if self.adapter_size == "auto" else int(self.adapter_size))
+
+    def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
+        overrides = {"seed": seed, "lr": self.lr, "epochs": self.epochs}
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ScenarioTask:
+    name: str
+    data: DataSpec
+    dataset_name: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tasks: tuple[ScenarioTask, ...]
+    methods: tuple[MethodSettings, ...]
+    seeds: tuple[int, ...] = (0,)
+    encoder: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+    notes: str = ""
+    source: str = ""
+
+    def method(self, label: str) -> MethodSettings:
+        for settings in self.methods:
+            if settings.label == label:
+                return settings
+        raise ConfigError(
+            f"scenario {self.name!r} has no method {label!r} (it has {', '.join(m.label for m in self.methods)})"
+        )
+
+    def run_dir(self, out: Path, settings: MethodSettings, seed: int) -> Path:
+        return out / settings.label / f"seed{seed}"
+
+
+def _task_spec(entry: dict, data_dir: Path | None, defaults: dict) -> tuple[DataSpec, str]:
+    entry = dict(entry)
+    entry.pop("name", None)
+    overrides = {**defaults, **{k: entry.pop(k) for k in list(entry) if k in DATA_KEYS}}
+    keep = entry.pop("keep_labels", None)
+    if "data" in entry:
+        folder = entry.pop("data")
+        if entry:
+            raise ConfigError(f"unknown task settings {sorted(entry)}")
+        if keep is not None:
+            labels = [
+                label
+                for label in read_dataset_json(resolve_data_path(folder, data_dir))["labels"]
+                if label in set(keep)
+            ]
+            overrides.update(keep_labels=tuple(keep), labels=tuple(labels))
+        return DataSpec.from_folder(folder, data_dir, **overrides), str(folder)
+    if "dataset" in entry:
+        dataset, subset = entry.pop("dataset"), entry.pop("subset", None)
+        if entry:
+            raise ConfigError(f"unknown task settings {sorted(entry)}")
+        return DataSpec(dataset=dataset, subset=subset, keep_labels=keep, **overrides), dataset
+    raise ConfigError("each task needs 'data' (a folder) or 'dataset' (a hub id)")
+
+
+def _split_tasks(split: dict, data_dir: Path | None, defaults: dict) -> list[dict]:
+    """One task per group of labels, e.g. CLINC150's 10 domains from its domains.json."""
+    folder = resolve_data_path(split["data"], data_dir)
+    mapping_file = folder / split.get("by", "domains.json")
+    try:
+        mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{mapping_file}: cannot read the label -> group map ({exc})") from None
+    groups: dict[str, list[str]] = {}
+    for label, group in mapping.items():
+        groups.setdefault(str(group), []).append(str(label))
+    prefix = split.get("prefix", folder.name)
+    return [
+        {
+            "name": f"{prefix}-{re.sub(r'[^a-z0-9]+', '-', group.lower()).strip('-')}",
+            "data": split["data"],
+            "keep_labels": labels,
+        }
+        for group, labels in groups.items()
+    ]
+
+
+def load_scenario(path: str | Path, data_dir: str | Path | None = None) -> Scenario:
+    """Parses and validates a scenario file, resolving every task's data (nothing is trained)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read scenario ({exc})") from None
+    if not isinstance(raw, dict) or not raw.get("name"):
+        raise ConfigError(f"{path}: a scenario is a mapping with at least 'name', 'tasks' and 'methods'")
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    defaults = dict(raw.get("data") or {})
+    entries = list(raw.get("tasks") or [])
+    if raw.get("split"):
+        entries += _split_tasks(raw["split"], data_dir, defaults)
+    if not entries:
+        raise ConfigError(f"{path}: no tasks")
+    tasks = []
+    for entry in entries:
+        name = validate_task_name(str(entry.get("name", "")))
+        spec, dataset = _task_spec(entry, data_dir, defaults)
+        tasks.append(ScenarioTask(name, spec, dataset))
+    if len({t.name for t in tasks}) != len(tasks):
+        raise ConfigError(f"{path}: task names repeat")
+    methods = tuple(MethodSettings.parse(label, values) for label, values in (raw.get("methods") or {}).items())
+    if not methods:
+        raise ConfigError(f"{path}: no methods")
+    known = {f.name for f in fields(TrainConfig)}
+    train = raw.get("train") or {}
+    if set(train) - known:
+        raise ConfigError(f"{path}: unknown train settings {sorted(set(train) - known)}")
+    return Scenario(
+        name=str(raw["name"]),
+        tasks=tuple(tasks),
+        methods=methods,
+        seeds=tuple(int(s) for s in raw.get("seeds", [0])),
+        encoder=raw.get("encoder"),
+        train=TrainConfig(**train),
+        description=str(raw.get("description", "")).strip(),
+        notes=str(raw.get("notes", "")).strip(),
+        source=str(path),
+    )
+
+
+@dataclass
+class RunOutcome:
+    label: str
+    seed: int
+    registry: str
+    added: list[str]
+    skipped: list[str]
+
+
+def run_method(
+    scenario: Scenario,
+    settings: MethodSettings,
+    seed: int,
+    registry: Registry,
+    device: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> RunOutcome:
+    """Adds the scenario's tasks, in order, that this registry does not hold yet."""
+    from continual_adapters.stream.runner import Runner
+
+    if not registry.initialized():
+        registry.init()
+    registry.fsck(repair=True)
+    runner = Runner(
+        registry,
+        encoder=scenario.encoder,
+        device=device,
+        progress=progress,
+        method=settings.method,
+        top_k=settings.top_k,
+    )
+    ready = {t.name for t in registry.tasks()}
+    outcome = RunOutcome(settings.label, seed, repr(registry), [], [])
+    train = settings.train_config(scenario.train, seed)
+    for position, task in enumerate(scenario.tasks, 1):
+        if task.name in ready:
+            outcome.skipped.append(task.name)
+            continue
+        log(f"[{settings.label} seed {seed}] task {position}/{len(scenario.tasks)}: {task.name}")
+        result = runner.add_task(
+            task.name,
+            task.data,
+            settings.adapter(),
+            train,
+            auto_size=settings.adapter_size == "auto",
+            method=settings.method,
+        )
+        log(
+            f"[{settings.label} seed {seed}]   {task.name}: {result.task.primary_metric} "
+            f"{result.scores[result.task.primary_metric]:.4f}; re-evaluated "
+            + ", ".join(f"{k} {v:.4f}" for k, v in result.reevaluated.items())
+        )
+        outcome.added.append(task.name)
+    return outcome
+
+
+def run_scenario(
+    scenario: Scenario,
+    out: str | Path,
+    methods: list[str] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    registry: str | None = None,
+    artifacts: str | None = None,
+    audit_runs: bool = True,
+    train: bool = True,
+    log=print,
+) -> dict[tuple[str, int], bool]:
+    """Runs every (method, seed) into `out/<method>/seed<k>/registry.db` and audits each.
+
+    `registry` (with its `artifacts` folder, for a server URL) puts a single-method, single-seed
+    scenario into that registry instead (the README's demo uses ./registry.db). `train=False` only
+    audits what is there (to report on a run still in progress elsewhere). Returns whether each
+    run's audit passed.
+    """
+    from continual_adapters.stream.audit import audit
+    from continual_adapters.stream.runner import Runner
+
+    chosen = [scenario.method(label) for label in methods] if methods else list(scenario.methods)
+    runs = [(settings, seed) for settings in chosen for seed in scenario.seeds]
+    if registry and len(runs) != 1:
+        raise ConfigError(
+            f"one registry was named (--registry or CADAPT_REGISTRY) but this runs {len(runs)} "
+            "method x seed streams, each into a registry of its own under --out: pick one with "
+            "--methods, or unset it"
+        )
+    audits = {}
+    for settings, seed in runs:
+        if registry:
+            reg = Registry(registry, artifacts)
+        else:
+            folder = scenario.run_dir(Path(out), settings, seed)
+            folder.mkdir(parents=True, exist_ok=True)
+            reg = Registry(folder / "registry.db")
+        if train:
+            run_method(scenario, settings, seed, reg, device=device, progress=progress, log=log)
+        elif not reg.initialized() or not reg.tasks():
+            continue
+        if audit_runs:
+            report = audit(Runner(reg, device=device, progress=False))
+            audits[(settings.label, seed)] = report.ok
+            log(
+                f"[{settings.label} seed {seed}] audit {'passed' if report.ok else 'FAILED'}"
+                + ("" if report.ok or settings.method != "naive" else " (expected: naive forgets)")
+            )
+        reg.close()
+    return audits

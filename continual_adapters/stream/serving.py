@@ -1,0 +1,105 @@
+"""Serving registered tasks: read inputs, load only the bundles needed, predict in mixed batches.
+
+`cadapt predict` is a thin shell over `predict_inputs`. Inputs come as arguments, a file
+(JSONL, CSV, TSV: columns; TXT: one text per line) or stdin lines. A task column, or
+`task="auto"`, gives each row its own task; rows of different tasks then share each encoder
+pass (`ContinualModel.forward_mixed`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from continual_adapters.core.errors import DataError, TaskNotFoundError
+
+
+@dataclass
+class Inputs:
+    texts: list[str]
+    pairs: list[str] | None = None
+    tasks: list[str] | None = None
+
+
+def _rows_from_file(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{path}: row {number} is not JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}: row {number} is not a JSON object")
+                rows.append(row)
+        return rows
+    if suffix in (".csv", ".tsv"):
+        return list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+    return [{"text": line} for line in text.splitlines() if line.strip()]
+
+
+def read_inputs(
+    texts: tuple[str, ...] = (),
+    file: str | None = None,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    task_column: str | None = None,
+    stdin=None,
+) -> Inputs:
+    """Arguments win; else the file ('-' or nothing: stdin, one text per line)."""
+    if texts:
+        if task_column:
+            raise DataError("--task-column needs a file with that column")
+        return Inputs(list(texts))
+    if file and file != "-":
+        path = Path(file)
+        rows = _rows_from_file(path)
+        where = str(path)
+    else:
+        rows = [{"text": line.rstrip("\n")} for line in (stdin or sys.stdin) if line.strip()]
+        where = "stdin"
+    if not rows:
+        raise DataError(f"{where}: no inputs")
+    out = Inputs([])
+    for number, row in enumerate(rows, 1):
+        for column in filter(None, (text_column, pair_column, task_column)):
+            value = row.get(column)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{where}: row {number} has no text in column {column!r}")
+        out.texts.append(row[text_column])
+    if pair_column:
+        out.pairs = [row[pair_column] for row in rows]
+    if task_column:
+        out.tasks = [row[task_column] for row in rows]
+    return out
+
+
+def predict_inputs(runner, inputs: Inputs, task: str | None, batch_size: int = 32, max_length: int = 128):
+    """Predictions for every input; attaches (sha256-verified) only the tasks it routes to."""
+    ready = [t.name for t in runner.registry.tasks()]
+    if task == "auto":
+        from continual_adapters.stream.taskid import base_features, identifier
+
+        names = identifier(runner).predict(base_features(runner.model, inputs.texts, inputs.pairs))
+    elif inputs.tasks is not None:
+        names = inputs.tasks
+    elif task:
+        names = [task] * len(inputs.texts)
+    else:
+        raise DataError("name a task (--task NAME or --task auto) or give a task column")
+    for name in dict.fromkeys(names):
+        if name not in ready:
+            raise TaskNotFoundError(f"no ready task {name!r} in this registry (ready: {', '.join(ready) or 'none'})")
+        runner.attach(name)
+    return runner.model.predict(
+        inputs.texts, task=names, pairs=inputs.pairs, batch_size=batch_size, max_length=max_length
+    )

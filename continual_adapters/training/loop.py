@@ -1,0 +1,212 @@
+"""Training and evaluating one task's modules, as in Houlsby et al. 2019.
+
+AdamW with linear warm-up over the first 10% of steps and linear decay to zero, batch 32,
+best epoch kept by validation score. Examples are tokenised once without padding and padded
+per batch (dynamic padding): short sentences no longer pay for the longest one. Evaluation
+batches examples of similar length together and restores the original order, so the same
+data always gives the same batches and therefore bit-identical scores on the same machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from continual_adapters.core.config import DEFAULT_EPOCHS, DEFAULT_LR
+from continual_adapters.core.errors import ConfigError
+from continual_adapters.metrics.scoring import higher_is_better, score
+from continual_adapters.training import distributed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = 32
+    lr: float = DEFAULT_LR["adapters"]
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    seed: int = 0
+    eval_batch_size: int = 64
+    pad_to_max_length: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("epochs and batch sizes must be at least 1")
+        if not self.lr > 0 or not 0 <= self.warmup_ratio < 1 or self.max_length < 8:
+            raise ConfigError("need lr > 0, 0 <= warmup_ratio < 1 and max_length >= 8")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Encoded:
+    """Token ids per example (unpadded) and the targets, ready for dynamic padding."""
+
+    features: list[dict[str, list[int]]]
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass
+class Evaluation:
+    scores: dict[str, float]
+    predictions: np.ndarray
+    logits: torch.Tensor
+    predictions_sha256: str
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    wall_time_s: float = 0.0
+    train_tokens: int = 0
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def encode(tokenizer, texts: list[str], pairs: list[str] | None, targets, max_length: int, head: str) -> Encoded:
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+    dtype = torch.float32 if head == "regression" else torch.long
+    return Encoded(features, torch.tensor(targets, dtype=dtype))
+
+
+def _pad(tokenizer, encoded: Encoded, rows: list[int], pad_to: int | None):
+    padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
+    return tokenizer.pad([encoded.features[i] for i in rows], return_tensors="pt", **padding)
+
+
+def _batches(tokenizer, encoded: Encoded, order, batch_size: int, pad_to: int | None):
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, _pad(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _forward(model, task: str, batch, device):
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with _autocast(device):
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), task=task)
+
+
+def predictions_sha256(predictions: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(predictions).tobytes()).hexdigest()
+
+
+@torch.no_grad()
+def evaluate(model, task: str, encoded: Encoded, batch_size: int = 64, progress: bool = False) -> Evaluation:
+    spec = model.spec(task)
+    device = model.device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded.features[i]["input_ids"]))
+    logits = torch.empty(len(encoded), spec.num_outputs)
+    bar = tqdm(total=len(encoded), desc=f"eval {task}", unit="ex", disable=not progress, leave=False)
+    try:
+        for rows, batch, _ in _batches(model.tokenizer, encoded, order, batch_size, None):
+            logits[rows] = _forward(model, task, batch, device).float().cpu()
+            bar.update(len(rows))
+    finally:
+        bar.close()
+        model.train(was_training)
+    targets = encoded.targets.numpy()
+    if spec.head == "regression":
+        predictions = logits[:, 0].numpy().astype(np.float32)
+    else:
+        predictions = logits.argmax(-1).numpy().astype(np.int64)
+    return Evaluation(score(spec.head, targets, predictions), predictions, logits, predictions_sha256(predictions))
+
+
+def _loss(head: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if head == "regression":
+        return torch.nn.functional.mse_loss(logits[:, 0].float(), targets)
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train_task(
+    model, task: str, train: Encoded, validation: Encoded, config: TrainConfig, metric: str, progress: bool = True
+) -> TrainResult:
+    """Trains only `task`'s modules; returns with the best validation epoch's weights loaded."""
+    spec = model.spec(task)
+    modules = model.task_modules(task)
+    device = model.device
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for p in modules.parameters() if p.requires_grad]
+    current = distributed.init(device)
+    distributed.broadcast_parameters(params, current)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = int(config.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _linear_warmup_decay(s, warmup, total))
+    pad_to = config.max_length if config.pad_to_max_length else None
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    result = TrainResult(best_epoch=0, best_score=-math.inf * sign)
+    best_state = None
+    started = time.perf_counter()
+    bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress or not current.is_main)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train), generator=generator).tolist()
+            running = 0.0
+            for start in range(0, len(order), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                local = distributed.shard(rows, current)
+                if local:
+                    batch = _pad(model.tokenizer, train, local, pad_to)
+                    loss = _loss(spec.head, _forward(model, task, batch, device), train.targets[local].to(device))
+                    (loss * (len(local) / len(rows))).backward()
+                    running += loss.item()
+                    result.train_tokens += int(batch["attention_mask"].sum())
+                distributed.sum_gradients(params, current)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{running / (start // config.batch_size + 1):.4f}")
+            val = evaluate(model, task, validation, config.eval_batch_size)
+            result.history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, **val.scores})
+            if sign * val.scores[metric] > sign * result.best_score:
+                result.best_epoch, result.best_score = epoch, val.scores[metric]
+                best_state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+    finally:
+        bar.close()
+    modules.load_state_dict(best_state)
+    model.eval()
+    result.wall_time_s = time.perf_counter() - started
+    return result

@@ -1,0 +1,95 @@
+"""The method comparison read back from the smoke scenario's registries, checked against R itself."""
+
+import statistics
+
+from continual_adapters.registry.registry import Registry
+from continual_adapters.report.comparison import PAPER, compare, findings, format_comparison
+from continual_adapters.stream.scenario import load_scenario
+from tests.support.paths import ROOT
+
+
+def test_figures_come_from_the_registries(smoke_run):
+    out = smoke_run["out"]
+    data = compare(load_scenario(ROOT / "scenarios" / "smoke.yaml"), out)
+    for method in data["methods"]:
+        registry = Registry(out / method["label"] / "seed0" / "registry.db")
+        _, R = registry.accuracy_matrix()
+        assert method["final"] == R[-1]
+        assert method["learned"] == [R[i][i] for i in range(len(R))]
+        assert method["metrics"]["acc"] == statistics.fmean(R[-1])
+        base = registry.base_model().num_parameters
+        added = sum(registry.bundle(t.name).param_counts["total"] for t in registry.tasks())
+        assert method["total_multiple"] == (base + added) / base
+    by_label = {m["label"]: m for m in data["methods"]}
+    assert by_label["adapters"]["metrics"]["bwt"] == 0.0
+    assert by_label["naive"]["trained_percent"] > 99 and by_label["adapters"]["trained_percent"] < 3
+    assert by_label["adapters"]["runs"][0]["adapter_sizes"] == {"sst2": 64, "trec": 64, "emotion": 64}
+    assert by_label["ln-only"]["runs"][0]["adapter_sizes"] == {"sst2": 0, "trec": 0, "emotion": 0}
+
+
+def test_document_has_both_tables_the_paper_and_findings(smoke_run):
+    text = (smoke_run["out"] / "results.md").read_text()
+    assert "cadapt run-scenario" in text and "## Findings" in text
+    assert all(f"| {row['method']} | {row['average']:.1f} |" in text for row in PAPER["rows"])
+    assert "exactly zero" in text
+    for line in text.splitlines():
+        if line.startswith("![") and "](" in line:
+            assert (smoke_run["out"] / line.split("](")[1].rstrip(")")).is_file()
+
+
+def test_findings_flag_nonzero_bwt_for_isolating_methods():
+    data = {
+        "methods": [
+            {"label": "adapters", "method": "adapters", "metrics": {"bwt": -0.01, "acc": 0.8}, "trained_percent": 2.6},
+            {"label": "full", "method": "full", "metrics": {"bwt": 0.0, "acc": 0.83}, "trained_percent": 100.0},
+        ]
+    }
+    lines = findings(data)
+    assert "NOT zero" in lines[0] and "exactly zero" in lines[1]
+    assert "adapters trail by 3.0 points" in lines[2]
+
+
+def test_findings_name_the_sizes_auto_picked():
+    data = {
+        "methods": [
+            {
+                "label": "adapters-auto",
+                "method": "adapters",
+                "adapter_size": "auto",
+                "metrics": {"bwt": 0.0, "acc": 0.8},
+                "trained_percent": 5.0,
+                "runs": [{"adapter_sizes": {"sst2": 64, "trec": 256}}],
+            }
+        ]
+    }
+    assert findings(data)[1] == "`adapters-auto` picked, on each task's validation split: sst2 64, trec 256."
+
+
+def test_format_marks_incomplete_runs():
+    data = {
+        "scenario": "s",
+        "description": "",
+        "notes": "",
+        "tasks": ["a", "b"],
+        "caps": {"a": {"max_train": 1, "max_eval": 2}},
+        "train": {"epochs": 1, "batch_size": 32, "max_length": 64},
+        "encoder": None,
+        "paper": PAPER,
+        "methods": [
+            {
+                "label": "adapters",
+                "method": "adapters",
+                "complete": False,
+                "final": [0.5, None],
+                "learned": [0.5, None],
+                "metrics": {"acc": 0.5, "bwt": None, "forgetting": None, "learning_accuracy": 0.5},
+                "trained_percent": 2.0,
+                "total_multiple": 1.02,
+                "audit_ok": [None],
+                "train_seconds": 3.0,
+            }
+        ],
+    }
+    text = format_comparison(data)
+    assert "| adapters (incomplete) | 50.0 | – |" in text
+    assert "## Findings" not in text  # nothing to state from an unfinished one-method run
