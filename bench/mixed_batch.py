@@ -45,7 +45,7 @@ def build(quick: bool, tasks: int) -> ContinualModel:
     if quick:
         from transformers import AutoTokenizer, BertConfig, BertModel
 
-        from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
+        from continual_adapters.core.encoder import DEFAULT_ENCODER, local_path_for
 
         tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
         config = BertConfig(

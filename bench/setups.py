@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from measure import Memory, autocast, time_steps, with_clock
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "BENCH_RESULT "
@@ -67,7 +68,7 @@ def _versions() -> dict:
 def _minilm_path() -> str:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
+    from continual_adapters.core.encoder import DEFAULT_ENCODER, local_path_for
 
     return local_path_for(DEFAULT_ENCODER)
 
@@ -208,109 +209,6 @@ class Skip(Exception):
     """An optional peer is not installed here: the row is reported as skipped, not failed."""
 
 
-def _rss_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class Memory:
-    def __init__(self, device):
-        import torch
-
-        self.torch = torch
-        self.device = device
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
-            self.torch.cuda.reset_peak_memory_stats()
-            self.method = "torch.cuda.max_memory_allocated"
-        else:
-            self.method = "VmHWM after clear_refs" if _reset_peak_rss() else "ru_maxrss (lifetime)"
-        self.before_mb = self.current_mb()
-
-    def current_mb(self) -> float:
-        if self.device.type == "cuda":
-            return self.torch.cuda.memory_allocated() / 2**20
-        kb = _rss_kb("VmRSS")
-        return kb / 1024 if kb else float("nan")
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            return self.torch.cuda.max_memory_allocated() / 2**20
-        kb = _rss_kb("VmHWM") if self.method.startswith("VmHWM") else None
-        if kb is None:
-            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _autocast(device):
-    import contextlib
-
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _time_steps(step, spec: dict, device) -> dict:
-    started = time.perf_counter()
-    step()
-    _sync(device)
-    first = time.perf_counter() - started
-    for _ in range(max(0, spec["warmup"] - 1)):
-        step()
-    _sync(device)
-    memory = Memory(device)
-    memory.reset()
-    wall, cpu = [], []
-    for _ in range(spec["steps"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        _sync(device)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    out = {
-        "first_step_s": first,
-        "step_ms": [t * 1000 for t in wall],
-        "step_cpu_ms": [t * 1000 for t in cpu],
-        "wall_median_ms": statistics.median(wall) * 1000,
-        "cpu_median_ms": statistics.median(cpu) * 1000,
-        "mean_ms": statistics.fmean(wall) * 1000,
-        "peak_mb": memory.peak_mb(),
-        "mem_before_mb": memory.before_mb,
-        "memory_method": memory.method,
-    }
-    return _with_clock(out, spec)
-
-
-def _with_clock(out: dict, spec: dict) -> dict:
-    """`median_ms`, the number every ratio uses, is wall time, or with `--clock cpu` the process's
-    CPU time (robust on a machine shared with other jobs when the worker runs one thread)."""
-    out["clock"] = spec.get("clock", "wall")
-    out["median_ms"] = out["cpu_median_ms"] if out["clock"] == "cpu" else out["wall_median_ms"]
-    return out
-
-
 def run_synthetic(spec: dict) -> dict:
     import torch
 
@@ -330,7 +228,7 @@ def run_synthetic(spec: dict) -> dict:
         model.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(device):
+            with torch.inference_mode(), autocast(device):
                 model(ids, mask)
     else:
         model.train()
@@ -338,14 +236,14 @@ def run_synthetic(spec: dict) -> dict:
         info["optimizer"] = "AdamW(fused=True)" if spec.get("fused_adamw") else "AdamW(default)"
 
         def step():
-            with _autocast(device):
+            with autocast(device):
                 logits = model(ids, mask)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    timing = _time_steps(step, spec, device)
+    timing = time_steps(step, spec, device)
     tokens = spec["batch"] * spec["seq"]
     timing["tokens_per_s"] = tokens / (timing["median_ms"] / 1000)
     return {**info, **timing}
@@ -416,7 +314,7 @@ def run_real(spec: dict) -> dict:
         "peak_mb": memory.peak_mb(),
         "memory_method": memory.method,
     }
-    out = _with_clock(out, spec)
+    out = with_clock(out, spec)
     out["tokens_per_s"] = result.train_tokens / (out["median_ms"] * max(1, result.steps) / 1000)
     return out
 

@@ -46,7 +46,7 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     """A tiny random BERT saved like a hub checkpoint, with the real MiniLM tokenizer: fast runner tests."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from continual_adapters.core.model import DEFAULT_ENCODER, local_path_for
+    from continual_adapters.core.encoder import DEFAULT_ENCODER, local_path_for
 
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))

@@ -78,3 +78,29 @@ def test_the_walk_finds_imports():
         (5, "training"),
         (6, "core"),
     ]
+
+
+def private_imports(source: str) -> list[str]:
+    """Underscore names taken from another cadapt module by `from continual_adapters... import`."""
+    return [
+        f"line {node.lineno}: {node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("continual_adapters")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    modules() + sorted(PACKAGE.parent.joinpath("tests").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGE.parent)),
+)
+def test_no_module_imports_another_modules_private_names(path):
+    """What two modules share is public in the one that owns it."""
+    assert not private_imports(path.read_text(encoding="utf-8"))
+
+
+def test_private_imports_are_seen():
+    source = "from continual_adapters.core.model import ContinualModel, _numel\nfrom os import _exit\n"
+    assert private_imports(source) == ["line 1: continual_adapters.core.model._numel"]

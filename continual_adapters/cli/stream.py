@@ -7,7 +7,14 @@ import sys
 import click
 
 from continual_adapters.cli.main import cli, emit, json_option, open_registry, quiet_libraries
-from continual_adapters.core.config import DEFAULT_EPOCHS, DEFAULT_LR, METHODS, AdapterConfig, validate_task_name
+from continual_adapters.core.config import (
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_TOP_LAYERS,
+    METHODS,
+    AdapterConfig,
+    validate_task_name,
+)
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.data.taskdata import DataSpec, with_overrides
 from continual_adapters.registry import Registry
@@ -55,7 +62,9 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
     default=None,
     help="adapters (the product), ln-only, or a baseline: naive, top-k, full [the registry's].",
 )
-@click.option("--top-layers", type=int, default=None, help="Layers fine-tuned per task by --method top-k [2].")
+@click.option(
+    "--top-layers", type=int, default=None, help=f"Layers fine-tuned per task by --method top-k [{DEFAULT_TOP_LAYERS}]."
+)
 @click.option(
     "--top-k",
     "top_k_alias",
@@ -142,7 +151,7 @@ def add_task(
         device=device,
         progress=not (quiet or as_json),
         method=method,
-        top_k=2 if top_layers is None else top_layers,
+        top_layers=DEFAULT_TOP_LAYERS if top_layers is None else top_layers,
     )
     chosen = method or runner.method
     size = (64 if chosen == "adapters" else 0) if adapter_size is None or auto else int(adapter_size)
@@ -217,8 +226,8 @@ def report(ctx, output, plots, task_id, as_json):
 
     data = stream_report(open_registry(ctx))
     if task_id:
+        from continual_adapters.report.identification import evaluate_identification
         from continual_adapters.stream.runner import Runner
-        from continual_adapters.stream.taskid import evaluate_identification
 
         quiet_libraries(True)
         data["task_identification"] = evaluate_identification(Runner(open_registry(ctx), progress=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -27,7 +28,7 @@ def tasks(ctx, as_json, show_all):
     registry = open_registry(ctx)
     rows = []
     for task in registry.tasks(include_retired=show_all, include_pending=show_all):
-        row = {
+        row: dict[str, Any] = {
             "position": task.position,
             "name": task.name,
             "status": task.status,

@@ -31,14 +31,14 @@ def export_command(ctx, task, output, fmt, as_json):
     if fmt == "adapterhub":
         from continual_adapters.transfer.adapterhub import export_adapterhub
 
-        result = export_adapterhub(open_registry(ctx), task, output or f"{task}-adapterhub")
-        notes = [f"  note: {n}" for n in result.notes]
-        text = "\n".join([f"exported {task} to {result.path} (AdapterHub layout)"] + notes)
-    else:
-        from continual_adapters.transfer.archive import export_task
+        hub = export_adapterhub(open_registry(ctx), task, output or f"{task}-adapterhub")
+        notes = [f"  note: {n}" for n in hub.notes]
+        emit(hub.to_dict(), as_json, "\n".join([f"exported {task} to {hub.path} (AdapterHub layout)", *notes]))
+        return
+    from continual_adapters.transfer.archive import export_task
 
-        result = export_task(open_registry(ctx), task, output or f"{task}.cadapt.tar")
-        text = f"exported {task} to {result.path} ({result.size_bytes:,} bytes, sha256 {result.sha256})"
+    result = export_task(open_registry(ctx), task, output or f"{task}.cadapt.tar")
+    text = f"exported {task} to {result.path} ({result.size_bytes:,} bytes, sha256 {result.sha256})"
     emit(result.to_dict(), as_json, text)
 
 

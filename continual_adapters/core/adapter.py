@@ -23,6 +23,7 @@ checks `torch.equal`. `set_fast_path(False)` switches every adapter back to the 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -63,7 +64,8 @@ class Adapter(nn.Module):
 
     def reference_forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """The paper's formula, op for op; the fast path matches it bit for bit."""
-        return hidden + self.up(self.act(self.down(hidden)))
+        update: torch.Tensor = self.up(self.act(self.down(hidden)))
+        return hidden + update
 
 
 def _autocast_changes_dtype(hidden: torch.Tensor) -> bool:
@@ -88,7 +90,7 @@ def fast_path_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def fast_path(enabled: bool):
+def fast_path(enabled: bool) -> Iterator[None]:
     """`with fast_path(False): ...` runs the reference formula inside the block."""
     previous = _FAST_PATH
     set_fast_path(enabled)

@@ -16,27 +16,41 @@ part of every naive task's state, so the runner's before/after hashes expose the
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
-from continual_adapters.core.architectures import architecture_for
 from continual_adapters.core.config import BASELINE_METHODS, TaskSpec
 from continual_adapters.core.errors import ConfigError, TaskExistsError
-from continual_adapters.core.model import ContinualModel, Head, ParamCounts, _numel
+from continual_adapters.core.inject import encoder_layers
+from continual_adapters.core.model import ContinualModel, ParamCounts
+from continual_adapters.core.task_modules import TaskModules, count_parameters
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-class BaselineTask(nn.Module):
-    """A task's trainable state under a baseline: its head plus encoder weights (own or shared)."""
+class BaselineTask(TaskModules):
+    """A task's trainable state under a baseline: its head plus encoder weights (own or shared).
+
+    It has no adapters and no LayerNorm copies (both lists stay empty); `encoder` is set for
+    ``full`` and ``naive``, `layers` for ``top-k``.
+    """
+
+    encoder: PreTrainedModel
+    layers: nn.ModuleList
 
     def __init__(
-        self, spec: TaskSpec, hidden_size: int, encoder: nn.Module | None = None, layers: nn.ModuleList | None = None
+        self,
+        spec: TaskSpec,
+        hidden_size: int,
+        encoder: PreTrainedModel | None = None,
+        layers: nn.ModuleList | None = None,
     ):
-        super().__init__()
-        self.spec = spec
-        self.adapters = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        self.head = Head(hidden_size, spec)
+        super().__init__(spec, hidden_size, [])
         if encoder is not None:
             self.encoder = encoder
         if layers is not None:
@@ -49,7 +63,12 @@ class BaselineModel(ContinualModel):
     """One frozen pristine base plus, per task, the encoder weights the method fine-tunes."""
 
     def __init__(
-        self, encoder: nn.Module, tokenizer=None, base_name: str = "custom", method: str = "full", top_k: int = 2
+        self,
+        encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        base_name: str = "custom",
+        method: str = "full",
+        top_k: int = 2,
     ):
         if method not in BASELINE_METHODS:
             raise ConfigError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINE_METHODS)}")
@@ -59,10 +78,10 @@ class BaselineModel(ContinualModel):
         self.method = method
         self.top_k = top_k if method == "top-k" else 0
         self.isolates_tasks = method != "naive"
-        self._layer_list = encoder.get_submodule(architecture_for(self.architecture).layers)
-        self._shared: nn.Module | None = None
+        self._layer_list = encoder_layers(encoder)
+        self._shared: PreTrainedModel | None = None
 
-    def _encoder_copy(self) -> nn.Module:
+    def _encoder_copy(self) -> PreTrainedModel:
         clone = copy.deepcopy(self.encoder)
         clone.requires_grad_(True)
         return clone
@@ -89,14 +108,26 @@ class BaselineModel(ContinualModel):
         self.tasks[spec.name] = modules
         return modules
 
-    def _pooled(self, modules: nn.Module, input_ids, attention_mask, token_type_ids):
+    def task_modules(self, name: str) -> BaselineTask:
+        modules = super().task_modules(name)
+        assert isinstance(modules, BaselineTask)  # add_task only attaches these
+        return modules
+
+    def _pooled(
+        self,
+        modules: TaskModules,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        assert isinstance(modules, BaselineTask)  # the router only holds this model's tasks
         if self.method == "top-k":
             with self._swapped_layers(modules.layers):
                 return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
         return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling, modules.encoder)
 
     @contextmanager
-    def _swapped_layers(self, layers: nn.ModuleList):
+    def _swapped_layers(self, layers: nn.ModuleList) -> Iterator[None]:
         """Runs the shared encoder with the task's own top layers in place of the frozen ones."""
         start = self.num_layers - len(layers)
         originals = [self._layer_list[start + i] for i in range(len(layers))]
@@ -108,26 +139,33 @@ class BaselineModel(ContinualModel):
             for i, layer in enumerate(originals):
                 self._layer_list[start + i] = layer
 
-    def forward_mixed(self, input_ids, attention_mask, token_type_ids=None, *, tasks: list[str]):
+    def forward_mixed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        tasks: list[str],
+    ) -> list[torch.Tensor]:
         """Baselines own encoder weights per task, so a mixed batch is one pass per task."""
-        out = [None] * len(tasks)
+        out: dict[int, torch.Tensor] = {}
         for name in dict.fromkeys(tasks):
             rows = [i for i, t in enumerate(tasks) if t == name]
             types = None if token_type_ids is None else token_type_ids[rows]
             for row, logits in zip(rows, self(input_ids[rows], attention_mask[rows], types, task=name), strict=True):
                 out[row] = logits
-        return out
+        return [out[row] for row in range(len(tasks))]
 
     def parameter_counts(self, name: str) -> ParamCounts:
         """Stored cost per task: the encoder copy (full), the top layers (top-k) or nothing
         beyond the head (naive keeps one shared encoder, though it trains all of it)."""
         modules = self.task_modules(name)
-        head = _numel(modules.head)
+        head = count_parameters(modules.head)
         tensors = list(modules.state_dict().values())
         if self.method == "naive":
-            encoder, trained = 0, _numel(modules.encoder)
+            encoder, trained = 0, count_parameters(modules.encoder)
         else:
-            encoder = _numel(modules.encoder if self.method == "full" else modules.layers)
+            encoder = count_parameters(modules.encoder if self.method == "full" else modules.layers)
             trained = None
         return ParamCounts(
             adapter=0,

@@ -8,7 +8,9 @@ round-trip through `to_dict` / `from_dict`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from continual_adapters.core.errors import ConfigError
 
@@ -22,6 +24,8 @@ METHODS = ADAPTER_METHODS + BASELINE_METHODS
 #: (adapters want a rate over ten times that of fine-tuning the encoder; docs/clinc_lr.md).
 DEFAULT_LR = {"adapters": 3e-3, "ln-only": 3e-3, "top-k": 2e-4, "full": 1e-4, "naive": 1e-4}
 DEFAULT_EPOCHS = 2
+#: Layers `--method top-k` fine-tunes per task unless told otherwise.
+DEFAULT_TOP_LAYERS = 2
 TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: `--task auto` means "identify the task", so no task may be called that.
 RESERVED_TASK_NAMES = ("auto",)
@@ -97,13 +101,13 @@ class TaskSpec:
     def num_outputs(self) -> int:
         return 1 if self.head == "regression" else len(self.labels)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = list(self.labels)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> TaskSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
         try:
             fields = dict(data)
             fields["adapter"] = AdapterConfig(**fields.get("adapter", {}))

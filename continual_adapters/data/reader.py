@@ -1,30 +1,30 @@
-"""Reading task data: local files (JSONL, JSON, CSV, TSV parsed here; parquet via pyarrow) or hub
-datasets via `datasets`.
+"""Reading task data: a validated `Split` from a local file or a hub dataset, and its labels.
 
-Every problem is reported as a `DataError` that names the file, column and row, because a
-user adding a task should never have to guess which of three files had the empty line.
-Label names stay names; the order of labels (and so the head's class ids) is explicit:
-given by the user, by the dataset's `dataset.json`, or the sorted names seen in training.
+Local files are parsed into columns by `data.formats`; this module checks every row (texts
+present and valid Unicode, labels scalar and finite) and keeps where each row came from. Every
+problem is reported as a `DataError` that names the file, column and row, because a user adding
+a task should never have to guess which of three files had the empty line. Label names stay
+names; the order of labels (and so the head's class ids) is explicit: given by the user, by the
+dataset's `dataset.json`, or the sorted names seen in training.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import math
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, SupportsInt
 
 import numpy as np
 
 from continual_adapters.core.errors import DataError
-from continual_adapters.data import strictjson
+from continual_adapters.data.formats import BUILDERS, MISSING, decode_utf8, json_value, read_rows
 
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# Spellings of a missing or non-finite number that pandas and spreadsheets write into label cells.
+NOT_A_LABEL = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,14 @@ class Split:
 
     texts: list[str]
     pairs: list[str] | None
-    labels: list
-    source: dict = field(default_factory=dict)
+    labels: list[Any]
+    source: dict[str, Any] = field(default_factory=dict)
     rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices) -> Split:
+    def subset(self, indices: Iterable[SupportsInt]) -> Split:
         pick = [int(i) for i in indices]
         return replace(
             self,
@@ -78,7 +78,7 @@ def resolve_data_path(path: str | Path, data_dir: str | Path | None = None) -> P
     return path.resolve()
 
 
-def read_dataset_json(folder: str | Path) -> dict:
+def read_dataset_json(folder: str | Path) -> dict[str, Any]:
     """Metadata of a dataset folder in the shared layout (labels order, pair or not)."""
     meta_path = Path(folder) / "dataset.json"
     if not meta_path.is_file():
@@ -87,7 +87,7 @@ def read_dataset_json(folder: str | Path) -> dict:
         raw = meta_path.read_bytes()
     except OSError as exc:
         raise DataError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
-    meta = _json_value(_decode(meta_path, raw), str(meta_path))
+    meta = json_value(decode_utf8(meta_path, raw), str(meta_path))
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     labels = meta.get("labels")
@@ -102,144 +102,6 @@ def read_dataset_json(folder: str | Path) -> dict:
     return meta
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    """Strict UTF-8 (a leading byte-order mark is accepted and dropped); a bad byte is named by line."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-
-
-def _json_value(text: str, where: str):
-    """Strict JSON (see strictjson); nesting too deep for Python is a DataError like any other
-    malformed row."""
-    try:
-        return strictjson.loads(text)
-    except (ValueError, RecursionError) as exc:
-        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise DataError(f"{where}: not valid JSON ({message})") from None
-
-
-def _json_rows(path: Path, text: str) -> tuple[list[dict], list[int], int]:
-    """JSON Lines, or (for .json) one array of objects. Blank lines are skipped and counted."""
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        rows = _json_value(text, str(path))
-        lines = list(range(1, len(rows) + 1))
-        where = [f"{path} row {n}" for n in lines]
-        blank = 0
-    else:
-        rows, lines, where, blank = [], [], [], 0
-        physical = text.split("\n")
-        if physical and physical[-1] == "":
-            physical.pop()
-        for number, line in enumerate(physical, 1):
-            if not line.strip():
-                blank += 1
-                continue
-            rows.append(_json_value(line, f"{path} line {number}"))
-            lines.append(number)
-            where.append(f"{path} row {number}")
-    for row, place in zip(rows, where, strict=True):
-        if not isinstance(row, dict):
-            raise DataError(f"{place}: expected a JSON object, got {type(row).__name__}")
-    return rows, lines, blank
-
-
-def _csv_rows(path: Path, text: str) -> tuple[list[dict], list[int], int]:
-    """The csv module in strict mode; every record must have exactly the header's fields. Records
-    are numbered by the physical line they start on, so quoted newlines do not shift the count."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows, lines, blank, header = [], [], 0, None
-    start = 1
-    try:
-        for record in reader:
-            if not record:
-                blank += 1
-            elif header is None:
-                header = record
-                duplicated = sorted({c for c in header if header.count(c) > 1})
-                if duplicated:
-                    raise DataError(f"{path} line {start}: duplicate column names {duplicated}")
-            elif len(record) != len(header):
-                raise DataError(f"{path} row {start}: {len(record)} fields, the header has {len(header)}")
-            else:
-                rows.append(dict(zip(header, record, strict=True)))
-                lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise DataError(
-            f"{path} line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})"
-        ) from None
-    return rows, lines, blank
-
-
-def _infer_numbers(values: list) -> list:
-    """CSV cells are text; a label column whose every cell is a number is read as numbers (as
-    pandas would), so numeric labels keep their numeric class order."""
-    if values and all(isinstance(v, str) and _INT.fullmatch(v.strip()) for v in values):
-        return [int(v) for v in values]
-    if values and all(isinstance(v, str) and _FLOAT.fullmatch(v.strip()) for v in values):
-        return [float(v) for v in values]
-    return values
-
-
-def _parquet_rows(path: Path) -> tuple[dict[str, list], int]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path).to_pydict()
-    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read as parquet ({message})") from None
-    return table, len(next(iter(table.values()), []))
-
-
-def read_rows(path: Path, columns: tuple[str, str | None, str]) -> tuple[dict[str, list], list[int], dict]:
-    """The wanted columns of a local file as lists, the line each row came from, and notes on what
-    was skipped. Rows lacking a column get MISSING, which validation reports by row."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in BUILDERS:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(BUILDERS)}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not raw:
-        raise DataError(f"{path}: file is empty")
-    notes = {"sha256": hashlib.sha256(raw).hexdigest()}
-    if suffix == ".parquet":
-        table, count = _parquet_rows(path)
-        return table, list(range(1, count + 1)), notes
-    text = _decode(path, raw)
-    rows, lines, blank = (_csv_rows if BUILDERS[suffix] == "csv" else _json_rows)(path, text)
-    if blank:
-        notes["blank_lines_skipped"] = blank
-    present = set().union(*rows) if rows else set()
-    for column in columns:
-        if column is not None and rows and column not in present:
-            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(sorted(present))})")
-    table = {c: [row.get(c, MISSING) for row in rows] for c in columns if c is not None}
-    if BUILDERS[suffix] == "csv" and columns[2] in table:
-        table[columns[2]] = _infer_numbers(table[columns[2]])
-    return table, lines, notes
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING = _Missing()
-_INT = re.compile(r"[+-]?\d{1,18}")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-# Spellings of a missing or non-finite number that pandas and spreadsheets write into label cells.
-NOT_A_LABEL = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}
-
-
 def _check_string(value: str, where: str, what: str) -> None:
     if "\x00" in value:
         raise DataError(f"{where}: {what} contains a NUL character")
@@ -249,7 +111,7 @@ def _check_string(value: str, where: str, what: str) -> None:
         raise DataError(f"{where}: {what} contains an unpaired surrogate (not valid Unicode)") from None
 
 
-def _check_text(value, where: str) -> str:
+def _check_text(value: object, where: str) -> str:
     if value is MISSING:
         raise DataError(f"{where}: column is missing in this row")
     if not isinstance(value, str) or not value.strip():
@@ -258,7 +120,7 @@ def _check_text(value, where: str) -> str:
     return value
 
 
-def _check_label(value, where: str):
+def _check_label(value: object, where: str) -> str | int | float:
     if value is MISSING:
         raise DataError(f"{where}: column is missing in this row")
     if value is None or isinstance(value, (list, dict)) or (isinstance(value, float) and math.isnan(value)):
@@ -282,9 +144,9 @@ def _check_label(value, where: str):
 
 
 def to_split(
-    rows: dict[str, list],
+    rows: dict[str, list[Any]],
     columns: tuple[str, str | None, str],
-    source: dict,
+    source: dict[str, Any],
     where: str,
     lines: list[int] | None = None,
 ) -> Split:
@@ -381,7 +243,7 @@ def load_hub_split(
     return cap(split, limit, seed), names
 
 
-def _class_name(names: list[str], value, where: str):
+def _class_name(names: list[str], value: object, where: str) -> str | int:
     """A ClassLabel id to its name; negative ids (unlabelled rows) stay numbers for encode_labels to report."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataError(f"{where}: class id {value!r:.40} is not an integer")
@@ -431,11 +293,11 @@ def label_names(train: Split, given: list[str] | None = None) -> list[str]:
     return sorted(str(v) for v in seen)
 
 
-def _number_name(value) -> str:
+def _number_name(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def encode_labels(split: Split, names: list[str], head: str, where: str) -> list:
+def encode_labels(split: Split, names: list[str], head: str, where: str) -> list[int] | list[float]:
     """Class ids for classification (DataError naming the row for an unknown label); floats for regression."""
     if head == "regression":
         values = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from continual_adapters.core.errors import ConfigError, DataError, IntegrityError
 from continual_adapters.data.reader import (
@@ -55,7 +56,7 @@ class DataSpec:
         return self.metric or default_metric(self.head)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, data_dir: str | Path | None = None, **overrides) -> DataSpec:
+    def from_folder(cls, folder: str | Path, data_dir: str | Path | None = None, **overrides: Any) -> DataSpec:
         """A dataset folder in the shared layout: {train,validation,test}.jsonl + dataset.json."""
         folder = resolve_data_path(folder, data_dir)
         meta = read_dataset_json(folder)
@@ -66,7 +67,7 @@ class DataSpec:
         }
         if "train" not in files:
             raise DataError(f"{folder}: no train.jsonl")
-        values = {
+        values: dict[str, Any] = {
             "labels": tuple(meta["labels"]) if meta.get("labels") else None,
             "pair_column": "text_pair" if meta.get("pair") else None,
             **files,
@@ -74,14 +75,14 @@ class DataSpec:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for name in ("labels", "keep_labels"):
             data[name] = list(data[name]) if data[name] is not None else None
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> DataSpec:
+    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -93,9 +94,9 @@ class TaskData:
     evaluation: Split
     eval_split: str
     labels: list[str]
-    targets: dict[str, list]
+    targets: dict[str, list[int] | list[float]]
 
-    def provenance(self, spec: DataSpec) -> dict:
+    def provenance(self, spec: DataSpec) -> dict[str, Any]:
         return {
             "spec": spec.to_dict(),
             "eval_split": self.eval_split,
@@ -120,7 +121,7 @@ def _load(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, 
 
 
 def _load_all(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, list[str] | None]:
-    columns = dict(
+    columns: dict[str, Any] = dict(
         text_column=spec.text_column,
         pair_column=spec.pair_column,
         label_column=spec.label_column,
@@ -150,9 +151,18 @@ def keep_only(split: Split, keep: tuple[str, ...]) -> Split:
     )
 
 
+def _load_train(spec: DataSpec) -> tuple[Split, list[str] | None]:
+    """There is always a train split: a DataSpec names a training file or a hub dataset, and a hub
+    dataset without one raises in `_load_all`."""
+    train, hub_labels = _load(spec, "train", spec.max_train)
+    if train is None:
+        raise DataError(f"{spec.train or spec.dataset}: no train split")
+    return train, hub_labels
+
+
 def load_task_data(spec: DataSpec) -> TaskData:
     """Loads and validates every split before anything is written anywhere."""
-    train, hub_labels = _load(spec, "train", spec.max_train)
+    train, hub_labels = _load_train(spec)
     validation, _ = _load(spec, "validation", spec.max_eval)
     test, _ = _load(spec, "test", spec.max_eval)
     if validation is None:
@@ -161,20 +171,21 @@ def load_task_data(spec: DataSpec) -> TaskData:
     if spec.head == "classification" and len(labels) < 2:
         raise DataError(f"{train.source.get('path', 'train')}: needs at least 2 labels, found {labels}")
     evaluation, eval_split = (test, "test") if test is not None else (validation, "validation")
-    targets = {}
+    targets: dict[str, list[int] | list[float]] = {}
     for name, split in (("train", train), ("validation", validation), (eval_split, evaluation)):
         where = split.source.get("path") or f"{spec.dataset}:{name}"
         targets[name] = encode_labels(split, labels, spec.head, where)
     return TaskData(train, validation, evaluation, eval_split, labels, targets)
 
 
-def load_eval_split(provenance: dict, labels: list[str]) -> tuple[Split, list]:
+def load_eval_split(provenance: dict[str, Any], labels: list[str]) -> tuple[Split, list[int] | list[float]]:
     """Reloads the split a task was evaluated on at registration, refusing changed files."""
     spec = DataSpec.from_dict(provenance["spec"])
     eval_split = provenance["eval_split"]
     recorded = provenance["splits"][eval_split]
+    split: Split | None
     if recorded.get("carved_from") == "train":
-        train, _ = _load(spec, "train", spec.max_train)
+        train, _ = _load_train(spec)
         _, split = carve_validation(train, seed=spec.seed)
     else:
         split, _ = _load(spec, eval_split, spec.max_eval)
@@ -190,5 +201,5 @@ def load_eval_split(provenance: dict, labels: list[str]) -> tuple[Split, list]:
     return split, encode_labels(split, labels, spec.head, split.source.get("path") or eval_split)
 
 
-def with_overrides(spec: DataSpec, **overrides) -> DataSpec:
+def with_overrides(spec: DataSpec, **overrides: Any) -> DataSpec:
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})

@@ -38,7 +38,7 @@ Matrix = Sequence[Sequence[float | None]] | np.ndarray
 Vector = Sequence[float | None] | np.ndarray
 
 
-def _as_float(value, what: str) -> float:
+def _as_float(value: float | None, what: str) -> float:
     """NaN stands for "not measured" so one ``isnan`` test covers both None and NaN."""
     if value is None:
         return float("nan")

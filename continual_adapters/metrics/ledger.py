@@ -42,15 +42,18 @@ class LedgerRow:
     full_finetune_multiple: float
 
 
-def _count(task: Mapping, key: str, default: int | None = 0) -> int | None:
+def _count(task: Mapping[str, object], key: str, default: int = 0) -> int:
     """Parameter counts come from JSON and configs, so reject anything not a whole number >= 0."""
     value = task.get(key, default)
-    if value is None:
-        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         name = task.get("name")
         raise ConfigError(f"task {name!r}: {key} must be an integer >= 0, got {value!r}")
     return value
+
+
+def _optional_count(task: Mapping[str, object], key: str) -> int | None:
+    """A count that may be unknown: None when absent or None, else checked like `_count`."""
+    return None if task.get(key) is None else _count(task, key)
 
 
 def _check_base(base_params: int) -> None:
@@ -59,7 +62,7 @@ def _check_base(base_params: int) -> None:
         raise ConfigError(f"base_params must be a positive integer, got {base_params!r}")
 
 
-def growth_ledger(base_params: int, tasks: Sequence[Mapping]) -> list[LedgerRow]:
+def growth_ledger(base_params: int, tasks: Sequence[Mapping[str, object]]) -> list[LedgerRow]:
     """One row per task, in training order, with the running cost (Houlsby et al. 2019).
 
     Each task mapping has ``name`` (required), ``method`` (default ``"adapters"``),
@@ -88,7 +91,7 @@ def growth_ledger(base_params: int, tasks: Sequence[Mapping]) -> list[LedgerRow]
                 layer_norm=layer_norm,
                 head=head,
                 added=added,
-                added_bytes=_count(task, "bytes", None),
+                added_bytes=_optional_count(task, "bytes"),
                 percent_of_base=added / base_params * 100,
                 cumulative=cumulative,
                 cumulative_multiple=cumulative / base_params,

@@ -8,6 +8,7 @@ score, the one that goes into the accuracy matrix R, is chosen per task.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
@@ -28,7 +29,7 @@ def default_metric(head: str) -> str:
     return "pearson" if head == "regression" else "accuracy"
 
 
-def score(head: str, y_true, y_pred) -> dict[str, float]:
+def score(head: str, y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if head == "regression":
         constant = np.all(y_pred == y_pred[0]) or np.all(y_true == y_true[0])

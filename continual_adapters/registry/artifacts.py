@@ -25,8 +25,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def owner_alive(owner_host: str | None, owner_pid: int | None, updated_at: datetime, host: str, now: datetime,
-                stale_after: float) -> bool:
+def owner_alive(
+    owner_host: str | None, owner_pid: int | None, updated_at: datetime, host: str, now: datetime, stale_after: float
+) -> bool:
     """A pid means nothing on another host, so there only age can declare a registration abandoned."""
     if owner_host == host and owner_pid is not None:
         return _pid_alive(owner_pid)
@@ -36,8 +37,10 @@ def owner_alive(owner_host: str | None, owner_pid: int | None, updated_at: datet
 def owned_by(filename: str, name: str) -> bool:
     """Exact pattern, so task "a" never claims the files of task "a-b"."""
     n = re.escape(name)
-    return re.fullmatch(rf"{n}-[0-9a-f]{{16}}\.safetensors|{re.escape(TEMP_PREFIX)}{n}-[0-9a-f]{{16}}",
-                        filename) is not None
+    return (
+        re.fullmatch(rf"{n}-[0-9a-f]{{16}}\.safetensors|{re.escape(TEMP_PREFIX)}{n}-[0-9a-f]{{16}}", filename)
+        is not None
+    )
 
 
 def bundles_dir(root: Path, create: bool = False) -> Path:
@@ -54,8 +57,11 @@ def safe_path(root: Path, rel: str) -> Path:
     parts = PurePosixPath(rel).parts
     full = root.joinpath(*parts)
     bad = not parts or PurePosixPath(rel).is_absolute() or ".." in parts
-    if bad or any(p.is_symlink() for p in list(full.parents)[:len(parts) - 1]) \
-            or not full.parent.resolve().is_relative_to(root.resolve()):
+    if (
+        bad
+        or any(p.is_symlink() for p in list(full.parents)[: len(parts) - 1])
+        or not full.parent.resolve().is_relative_to(root.resolve())
+    ):
         raise IntegrityError(f"bundle path {rel!r} leaves the artifact root {root} or passes a symlink")
     return full
 
@@ -76,8 +82,10 @@ def write_bundle_file(root: Path, name: str, data: bytes, crash_point: CrashHook
     try:
         atomic_write(final, data, stem=name, crash_point=crash_point)
     except StorageError as err:
-        raise RegistryError(f"cannot write the bundle of task {name!r} to {final} ({err.step} failed: {err.reason}); "
-                            "nothing was recorded") from err
+        raise RegistryError(
+            f"cannot write the bundle of task {name!r} to {final} ({err.step} failed: {err.reason}); "
+            "nothing was recorded"
+        ) from err
     return rel, digest, len(data)
 
 
@@ -134,5 +142,7 @@ def list_files(root: Path) -> list[dict[str, Any]]:
             path = Path(folder, fname)
             rel = path.relative_to(root).as_posix()
             link = os.readlink(path) if path.is_symlink() else None
-            files.append({"path": rel, "link": link, "sha256": None if link else sha256_file(path, follow_symlinks=False)})
+            files.append(
+                {"path": rel, "link": link, "sha256": None if link else sha256_file(path, follow_symlinks=False)}
+            )
     return sorted(files, key=lambda f: f["path"])

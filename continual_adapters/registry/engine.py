@@ -14,11 +14,12 @@ With either, two writers never both read the same max(position), and schema crea
 migration by processes starting together runs exactly once.
 """
 
-from typing import Any
+import sqlite3
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
 
 # "cadapt" in ASCII: one fixed key, shared by every registry on a server (they are rarely busy).
 WRITE_LOCK_KEY = 0x636164617074
@@ -31,7 +32,7 @@ def make_engine(url: URL, sqlite: bool) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "journal_mode=WAL", "foreign_keys=ON"):
@@ -39,7 +40,7 @@ def make_engine(url: URL, sqlite: bool) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("cadapt_write") else "BEGIN")
 
     return engine

@@ -6,7 +6,7 @@ positions and timestamps. They have no database dependency, so they are importab
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -54,18 +54,10 @@ class BundleDraft:
 
 
 @dataclass(frozen=True)
-class BundleRecord:
+class BundleRecord(BundleDraft):
+    """A bundle as stored: its draft, the task it belongs to and when it was committed."""
+
     task: str
-    path: str
-    sha256: str
-    size_bytes: int
-    config: dict[str, Any]
-    param_counts: dict[str, Any]
-    hyperparameters: dict[str, Any]
-    seed: int
-    library_versions: dict[str, Any]
-    git_commit: str | None
-    wall_time_s: float
     created_at: datetime
 
 
@@ -113,5 +105,12 @@ class FsckReport:
         return not (leftovers or self.missing_files or self.checksum_mismatches or self.signature_mismatches)
 
 
-def _record(cls: type, row: Any, **extra: Any) -> Any:
-    return cls(**{f.name: extra[f.name] if f.name in extra else getattr(row, f.name) for f in fields(cls)})
+# Every record type to_record builds, so each call is typed with the record it returns.
+RecordT = TypeVar("RecordT", bound=BaseModelRecord | TaskRecord | BundleRecord | EvaluationRecord)
+
+
+def to_record(cls: type[RecordT], row: object, **extra: object) -> RecordT:
+    """A record of type ``cls`` from an ORM row (or a draft): each field is read from the row by
+    name unless ``extra`` supplies it, e.g. a bundle's task name, which its row only holds as an id."""
+    values: dict[str, Any] = {f.name: extra[f.name] if f.name in extra else getattr(row, f.name) for f in fields(cls)}
+    return cls(**values)

@@ -4,7 +4,8 @@ The registry is a database (SQLite by default, PostgreSQL for shared setups) bec
 training processes may add tasks to one stream at once: a task's position, its bundle row and
 its evaluation rows must land together or not at all. Bundle bytes live in files under the
 artifact root; rows only point at them by relative path and sha256. Writers are serialised by
-one lock (engine.py); the read-side queries live in queries.py.
+one lock (engine.py). This module holds the writers; `Registry` inherits the connection and
+schema handling (database.py), the read-side queries (queries.py) and the checks (fsck.py).
 
 Adding a task is a three-step protocol, so a crash anywhere leaves only things fsck can find:
 ``begin_task`` (a ``pending`` row owned by this pid/host) -> ``write_file`` (temp file, fsync,
@@ -25,36 +26,65 @@ signatures.
 import math
 import os
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, inspect, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from continual_adapters.core.config import HEADS, validate_task_name
+from continual_adapters.core.errors import ConfigError, IntegrityError, RegistryError, TaskExistsError
 from continual_adapters.files.atomic import is_sha256
 from continual_adapters.registry import signing
-from continual_adapters.registry.artifacts import (bundle_entries, bundles_dir, file_problem, owned_by, owner_alive,
-                                                   remove_entry, remove_unreferenced, safe_path, write_bundle_file)
-from continual_adapters.registry.engine import make_engine, take_write_lock
-from continual_adapters.core.errors import ConfigError, IntegrityError, RegistryError, SchemaVersionError, TaskExistsError
-from continual_adapters.registry.queries import RegistryQueries, signed_fields
-from continual_adapters.registry.records import (BaseModelRecord, BundleDraft, BundleRecord, EvaluationDraft,
-                                        EvaluationRecord, FsckReport, TaskRecord, _record)
-from continual_adapters.registry.schema import (EVAL_KINDS, MIGRATIONS, SCHEMA_VERSION, _Base, _BaseModel, _Bundle,
-                                       _Evaluation, _Meta, _now, _Task)
+from continual_adapters.registry.artifacts import file_problem, remove_unreferenced, write_bundle_file
+from continual_adapters.registry.database import resolve_url
+from continual_adapters.registry.fsck import RegistryChecks
+from continual_adapters.registry.queries import signed_fields
+from continual_adapters.registry.records import (
+    BaseModelRecord,
+    BundleDraft,
+    BundleRecord,
+    EvaluationDraft,
+    EvaluationRecord,
+    FsckReport,
+    TaskRecord,
+    to_record,
+)
+from continual_adapters.registry.schema import (
+    EVAL_KINDS,
+    SCHEMA_VERSION,
+    BaseModelRow,
+    BundleRow,
+    EvaluationRow,
+    TaskRow,
+    utc_now,
+)
 
-__all__ = ["SCHEMA_VERSION", "CRASH_POINTS", "BaseModelRecord", "TaskRecord", "BundleDraft", "BundleRecord",
-           "EvaluationDraft", "EvaluationRecord", "FsckReport", "Registry", "resolve_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "CRASH_POINTS",
+    "BaseModelRecord",
+    "TaskRecord",
+    "BundleDraft",
+    "BundleRecord",
+    "EvaluationDraft",
+    "EvaluationRecord",
+    "FsckReport",
+    "Registry",
+    "resolve_url",
+]
 
-CRASH_POINTS = ("after_begin", "after_tmp_write", "after_fsync", "after_rename", "after_dir_fsync",
-                "before_commit", "after_commit")
-DEFAULT_STALE_AFTER = 24 * 3600.0
+CRASH_POINTS = (
+    "after_begin",
+    "after_tmp_write",
+    "after_fsync",
+    "after_rename",
+    "after_dir_fsync",
+    "before_commit",
+    "after_commit",
+)
 
 _fault_hook: Callable[[str], None] | None = None
 
@@ -71,168 +101,61 @@ def _check_sha(value: str, what: str) -> None:
         raise ConfigError(f"{what} must be 64 lowercase hex characters, got {value!r}")
 
 
-def resolve_url(url: str | os.PathLike | None) -> str:
-    """Made absolute so a later chdir cannot silently point the same object at another database."""
-    url = os.fspath(url or os.environ.get("CADAPT_REGISTRY") or "registry.db")
-    return url if "://" in url else f"sqlite:///{os.path.abspath(os.path.expanduser(url))}"
+def _task_rows(s: Session, ids: set[int]) -> list[TaskRow]:
+    """The rows behind ``ids`` in one query; id order keeps the re-signing order the same on every run."""
+    return list(s.scalars(select(TaskRow).where(TaskRow.id.in_(ids)).order_by(TaskRow.id)))
 
 
-class Registry(RegistryQueries):
+class Registry(RegistryChecks):
     """One registry database plus its artifact folder; every method is one short transaction."""
-
-    def __init__(self, url: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None):
-        self.url = resolve_url(url)
-        try:
-            parsed = make_url(self.url)
-        except sa_exc.ArgumentError as err:
-            raise RegistryError(f"cannot parse registry URL {self.url!r}: {err}") from err
-        self._shown = parsed.render_as_string(hide_password=True)
-        self._sqlite = parsed.get_backend_name() == "sqlite"
-        self._db_file: Path | None = None
-        if self._sqlite and parsed.database not in (None, "", ":memory:"):
-            self._db_file = Path(os.path.abspath(parsed.database))
-            parsed = parsed.set(database=str(self._db_file))
-        self.root = self._artifact_root(artifacts)
-        try:
-            self._engine = make_engine(parsed, self._sqlite)
-        except (sa_exc.NoSuchModuleError, ImportError) as err:
-            raise RegistryError(f"no database driver for {self._shown}: {err}") from err
-        self._write_engine = self._engine.execution_options(cadapt_write=True)
-
-    def _artifact_root(self, artifacts: str | os.PathLike | None) -> Path:
-        if artifacts is not None:
-            return Path(os.path.abspath(artifacts))
-        if self._db_file is not None:
-            stem = self._db_file.with_suffix("")
-            return stem if stem != self._db_file else self._db_file.with_name(self._db_file.name + ".artifacts")
-        if os.environ.get("CADAPT_ARTIFACTS"):
-            return Path(os.path.abspath(os.environ["CADAPT_ARTIFACTS"]))
-        raise RegistryError(f"registry {self._shown} is not a SQLite file, so bundle files need a home: "
-                            "pass artifacts= or set CADAPT_ARTIFACTS to a shared folder")
-
-    def __repr__(self) -> str:
-        return f"Registry({self._shown!r}, artifacts={str(self.root)!r})"
-
-    def __enter__(self) -> "Registry":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    # -- sessions and schema -------------------------------------------------------------------
-
-    @contextmanager
-    def _session(self, write: bool, check: bool = True) -> Iterator[Session]:
-        """Unreachable servers, lock timeouts, a full disk or a corrupt file become RegistryError so
-        the CLI reports them plainly; constraint violations stay sa IntegrityError for the callers
-        that turn a lost race into TaskExistsError."""
-        if check and self._db_file is not None and not self._db_file.exists():
-            raise self._not_initialised()
-        try:
-            with Session(self._write_engine if write else self._engine, expire_on_commit=False) as s, s.begin():
-                if write:
-                    take_write_lock(s)
-                if check:
-                    self._check_version(self._stored_version(s))
-                yield s
-        except sa_exc.IntegrityError:
-            raise
-        except sa_exc.DBAPIError as err:
-            raise RegistryError(f"registry {self._shown} cannot be used: {err.orig}") from err
-
-    def _write(self) -> Any:
-        return self._session(write=True)
-
-    def _read(self) -> Any:
-        return self._session(write=False)
-
-    def _safe_path(self, rel: str) -> Path:
-        return safe_path(self.root, rel)
-
-    def _not_initialised(self) -> RegistryError:
-        return RegistryError(f"registry not initialised at {self._shown}; run `cadapt init`")
-
-    @staticmethod
-    def _stored_version(s: Session) -> str | None:
-        if not inspect(s.connection()).has_table(_Meta.__tablename__):
-            return None
-        row = s.get(_Meta, "schema_version")
-        return None if row is None else row.value
-
-    def _check_version(self, stored: str | None) -> None:
-        if stored is None:
-            raise self._not_initialised()
-        if stored != str(SCHEMA_VERSION):
-            age = "newer" if stored.isdigit() and int(stored) > SCHEMA_VERSION else "older"
-            hint = "; run `cadapt init` to migrate it" if self._migratable(stored) else "; use a matching cadapt release"
-            raise SchemaVersionError(f"registry at {self._shown} has schema version {stored}, {age} than this code "
-                                     f"(version {SCHEMA_VERSION}){hint}")
-
-    @staticmethod
-    def _migratable(stored: str) -> bool:
-        return stored.isdigit() and int(stored) < SCHEMA_VERSION and all(
-            v in MIGRATIONS for v in range(int(stored), SCHEMA_VERSION))
-
-    def initialized(self) -> bool:
-        if self._db_file is not None and not self._db_file.exists():
-            return False
-        with self._session(write=False, check=False) as s:
-            return self._stored_version(s) is not None
-
-    def init(self) -> None:
-        """Creates or migrates the schema exactly once even when many processes start together: the
-        version is read and the DDL run inside one write transaction, under the writers' lock.
-        Idempotent, and checks the version before any DDL so an old tool cannot half-migrate."""
-        if self._db_file is not None:
-            self._db_file.parent.mkdir(parents=True, exist_ok=True)
-        with self._session(write=True, check=False) as s:
-            stored = self._stored_version(s)
-            if stored is None:
-                _Base.metadata.create_all(s.connection())
-                s.add(_Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif stored != str(SCHEMA_VERSION):
-                if not self._migratable(stored):
-                    self._check_version(stored)
-                for version in range(int(stored), SCHEMA_VERSION):
-                    for statement in MIGRATIONS[version]:
-                        s.execute(text(statement))
-                s.get(_Meta, "schema_version").value = str(SCHEMA_VERSION)
-        bundles_dir(self.root, create=True)
-
-    def ensure(self) -> "Registry":
-        """Creates a missing registry and migrates an older one, so `add-task` needs no separate `init`."""
-        if self._db_file is None or self._db_file.exists():
-            with self._session(write=False, check=False) as s:
-                if self._stored_version(s) == str(SCHEMA_VERSION):
-                    return self
-        self.init()
-        return self
 
     # -- base model ----------------------------------------------------------------------------
 
-    def set_base_model(self, name: str, sha256: str, num_parameters: int, architecture: str, hidden_size: int,
-                       num_layers: int, revision: str | None = None) -> BaseModelRecord:
+    def set_base_model(
+        self,
+        name: str,
+        sha256: str,
+        num_parameters: int,
+        architecture: str,
+        hidden_size: int,
+        num_layers: int,
+        revision: str | None = None,
+    ) -> BaseModelRecord:
         """Adapters are only meaningful on the exact encoder they were trained on, so one base per registry."""
         _check_sha(sha256, "base model sha256")
         with self._write() as s:
-            row = s.scalar(select(_BaseModel))
+            row = s.scalar(select(BaseModelRow))
             if row is None:
-                row = _BaseModel(name=name, revision=revision, sha256=sha256, num_parameters=num_parameters,
-                                 architecture=architecture, hidden_size=hidden_size, num_layers=num_layers,
-                                 created_at=_now())
+                row = BaseModelRow(
+                    name=name,
+                    revision=revision,
+                    sha256=sha256,
+                    num_parameters=num_parameters,
+                    architecture=architecture,
+                    hidden_size=hidden_size,
+                    num_layers=num_layers,
+                    created_at=utc_now(),
+                )
                 s.add(row)
             elif row.sha256 != sha256:
-                raise IntegrityError(f"registry was built on base {row.name} (sha256 {row.sha256[:16]}), "
-                                     f"this model is {name} (sha256 {sha256[:16]})")
-            return _record(BaseModelRecord, row)
+                raise IntegrityError(
+                    f"registry was built on base {row.name} (sha256 {row.sha256[:16]}), "
+                    f"this model is {name} (sha256 {sha256[:16]})"
+                )
+            return to_record(BaseModelRecord, row)
 
     # -- adding tasks --------------------------------------------------------------------------
 
-    def begin_task(self, name: str, *, labels: list[str], head: str, method: str = "adapters",
-                   primary_metric: str, data: dict[str, Any]) -> TaskRecord:
+    def begin_task(
+        self,
+        name: str,
+        *,
+        labels: list[str],
+        head: str,
+        method: str = "adapters",
+        primary_metric: str,
+        data: dict[str, Any],
+    ) -> TaskRecord:
         validate_task_name(name)
         if head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -245,24 +168,40 @@ class Registry(RegistryQueries):
         _crash_point("after_begin")
         return record
 
-    def _begin(self, name: str, labels: list[str], head: str, method: str, primary_metric: str,
-               data: dict[str, Any]) -> TaskRecord:
+    def _begin(
+        self, name: str, labels: list[str], head: str, method: str, primary_metric: str, data: dict[str, Any]
+    ) -> TaskRecord:
         with self._write() as s:
-            old = s.scalar(select(_Task).where(_Task.name == name))
+            old = s.scalar(select(TaskRow).where(TaskRow.name == name))
             if old is not None and old.status != "failed":
-                hint = (f" by pid {old.owner_pid} on {old.owner_host}; if that process died run `cadapt fsck --repair`"
-                        if old.status == "pending" else "")
+                hint = (
+                    f" by pid {old.owner_pid} on {old.owner_host}; if that process died run `cadapt fsck --repair`"
+                    if old.status == "pending"
+                    else ""
+                )
                 raise TaskExistsError(f"task {name!r} already exists (status {old.status}){hint}")
             if old is not None:
                 s.delete(old)
                 s.flush()
-            now = _now()
-            row = _Task(name=name, position=None, status="pending", labels=list(labels), head=head, method=method,
-                        primary_metric=primary_metric, data=dict(data), proof=None, owner_pid=os.getpid(),
-                        owner_host=socket.gethostname(), created_at=now, updated_at=now)
+            now = utc_now()
+            row = TaskRow(
+                name=name,
+                position=None,
+                status="pending",
+                labels=list(labels),
+                head=head,
+                method=method,
+                primary_metric=primary_metric,
+                data=dict(data),
+                proof=None,
+                owner_pid=os.getpid(),
+                owner_host=socket.gethostname(),
+                created_at=now,
+                updated_at=now,
+            )
             s.add(row)
             s.flush()
-            return _record(TaskRecord, row)
+            return to_record(TaskRecord, row)
 
     def write_file(self, name: str, data: bytes) -> tuple[str, str, int]:
         """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one.
@@ -288,20 +227,21 @@ class Registry(RegistryQueries):
             ids[name] = row.id
         return ids
 
-    def _resign(self, s: Session, tasks: list[_Task]) -> None:
+    def _resign(self, s: Session, tasks: list[TaskRow]) -> None:
         """Re-signs tasks whose signed fields this transaction changed. Without the key, a registry
         that holds signatures is refused rather than left with signatures that no longer match."""
         key = signing.registry_key()
         if key is None:
-            if s.scalar(select(func.count()).select_from(_Task).where(_Task.signature.is_not(None))):
+            if s.scalar(select(func.count()).select_from(TaskRow).where(TaskRow.signature.is_not(None))):
                 raise RegistryError(f"registry {self._shown} is signed: set {signing.KEY_ENV} to write to it")
             return
         s.flush()
         for task in tasks:
             task.signature = signing.sign(key, signed_fields(s, task))
 
-    def finish_task(self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft],
-                    proof: dict[str, Any]) -> TaskRecord:
+    def finish_task(
+        self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft], proof: dict[str, Any]
+    ) -> TaskRecord:
         """Writers hold the registry's write lock, so a position clash can only come from a writer that
         bypasses it; such a clash is retried once."""
         _check_sha(bundle.sha256, "bundle sha256")
@@ -313,8 +253,9 @@ class Registry(RegistryQueries):
                     raise RegistryError(f"could not record task {name!r}: {err.orig}") from err
         raise AssertionError("unreachable")
 
-    def _finish(self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft],
-                proof: dict[str, Any]) -> TaskRecord:
+    def _finish(
+        self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft], proof: dict[str, Any]
+    ) -> TaskRecord:
         with self._write() as s:
             task = self._task_row(s, name)
             if task.status != "pending":
@@ -326,17 +267,26 @@ class Registry(RegistryQueries):
             if problem is not None:
                 raise IntegrityError(f"bundle of task {name!r} at {bundle.path}: {problem[1]}")
             ids = self._draft_task_ids(s, evaluations, finishing=name)
-            now = _now()
-            task.position = (s.scalar(select(func.max(_Task.position))) or 0) + 1
+            now = utc_now()
+            task.position = (s.scalar(select(func.max(TaskRow.position))) or 0) + 1
             task.status, task.proof, task.updated_at = "ready", proof, now
-            s.add(_Bundle(task_id=task.id, created_at=now, **asdict(bundle)))
+            s.add(BundleRow(task_id=task.id, created_at=now, **asdict(bundle)))
             for e in evaluations:
-                s.add(_Evaluation(task_id=ids[e.task], after_tasks=task.position, split=e.split, metric=e.metric,
-                                  value=float(e.value), predictions_sha256=e.predictions_sha256, kind=e.kind,
-                                  created_at=now))
-            self._resign(s, [task] + [s.get(_Task, i) for i in sorted(set(ids.values()) - {task.id})])
+                s.add(
+                    EvaluationRow(
+                        task_id=ids[e.task],
+                        after_tasks=task.position,
+                        split=e.split,
+                        metric=e.metric,
+                        value=float(e.value),
+                        predictions_sha256=e.predictions_sha256,
+                        kind=e.kind,
+                        created_at=now,
+                    )
+                )
+            self._resign(s, [task, *_task_rows(s, set(ids.values()) - {task.id})])
             s.flush()
-            record = _record(TaskRecord, task)
+            record = to_record(TaskRecord, task)
             _crash_point("before_commit")
         _crash_point("after_commit")
         return record
@@ -344,15 +294,16 @@ class Registry(RegistryQueries):
     def abort_task(self, name: str) -> None:
         """Rows go first, files after: a crash in between leaves an orphan file, never a dangling row."""
         with self._write() as s:
-            task = s.scalar(select(_Task).where(_Task.name == name))
+            task = s.scalar(select(TaskRow).where(TaskRow.name == name))
             if task is None:
                 return
             if task.status not in ("pending", "failed"):
-                raise RegistryError(f"task {name!r} is {task.status}; abort_task only undoes unfinished tasks "
-                                    "(use remove_task)")
+                raise RegistryError(
+                    f"task {name!r} is {task.status}; abort_task only undoes unfinished tasks (use remove_task)"
+                )
             s.delete(task)
             s.flush()
-            referenced = set(s.scalars(select(_Bundle.path)))
+            referenced = set(s.scalars(select(BundleRow.path)))
         remove_unreferenced(self.root, name, referenced)
 
     def add_evaluations(self, evaluations: list[EvaluationDraft], after_tasks: int) -> list[EvaluationRecord]:
@@ -360,20 +311,24 @@ class Registry(RegistryQueries):
         if any(e.kind == "registration" for e in evaluations):
             raise ConfigError("registration evaluations are written by finish_task; use kind audit, reeval or skipped")
         with self._write() as s:
-            top = s.scalar(select(func.max(_Task.position))) or 0
+            top = s.scalar(select(func.max(TaskRow.position))) or 0
             if not 1 <= after_tasks <= top:
                 raise ConfigError(f"after_tasks must be between 1 and {top}, got {after_tasks}")
-            ids, now = self._draft_task_ids(s, evaluations, finishing=None), _now()
+            ids, now = self._draft_task_ids(s, evaluations, finishing=None), utc_now()
             for e in evaluations:
-                row = s.scalar(select(_Evaluation).filter_by(task_id=ids[e.task], after_tasks=after_tasks,
-                                                             split=e.split, metric=e.metric, kind=e.kind))
+                row = s.scalar(
+                    select(EvaluationRow).filter_by(
+                        task_id=ids[e.task], after_tasks=after_tasks, split=e.split, metric=e.metric, kind=e.kind
+                    )
+                )
                 if row is None:
-                    row = _Evaluation(task_id=ids[e.task], after_tasks=after_tasks, split=e.split, metric=e.metric,
-                                      kind=e.kind)
+                    row = EvaluationRow(
+                        task_id=ids[e.task], after_tasks=after_tasks, split=e.split, metric=e.metric, kind=e.kind
+                    )
                     s.add(row)
                 row.value, row.predictions_sha256, row.created_at = float(e.value), e.predictions_sha256, now
-            self._resign(s, [s.get(_Task, i) for i in sorted(set(ids.values()))])
-        return [_record(EvaluationRecord, e, after_tasks=after_tasks, created_at=now) for e in evaluations]
+            self._resign(s, _task_rows(s, set(ids.values())))
+        return [to_record(EvaluationRecord, e, after_tasks=after_tasks, created_at=now) for e in evaluations]
 
     def sign_tasks(self) -> list[str]:
         """Signs every finished task as it stands now: run once after first setting the key on a
@@ -381,36 +336,13 @@ class Registry(RegistryQueries):
         if signing.registry_key() is None:
             raise ConfigError(f"set {signing.KEY_ENV} to sign a registry")
         with self._write() as s:
-            tasks = s.scalars(select(_Task).where(_Task.status.in_(("ready", "retired"))).order_by(_Task.name)).all()
+            tasks = s.scalars(
+                select(TaskRow).where(TaskRow.status.in_(("ready", "retired"))).order_by(TaskRow.name)
+            ).all()
             self._resign(s, list(tasks))
             return [t.name for t in tasks]
 
-    # -- checking and removing -----------------------------------------------------------------
-
-    def _signature_problem(self, s: Session, task: _Task, key: bytes) -> str | None:
-        if task.signature is None:
-            return f"task {task.name!r} is not signed, but {signing.KEY_ENV} is set"
-        if not signing.verify(key, signed_fields(s, task), task.signature):
-            return (f"task {task.name!r}: its recorded fields do not match their signature "
-                    "(edited outside cadapt, or signed with another key)")
-        return None
-
-    def verify_bundle(self, name: str) -> BundleRecord:
-        """The file against its row, and (with a key) the row against its signature."""
-        key = signing.registry_key()
-        with self._read() as s:
-            task = self._task_row(s, name)
-            row = s.scalar(select(_Bundle).where(_Bundle.task_id == task.id))
-            if row is None:
-                raise RegistryError(f"task {name!r} has no bundle (status {task.status})")
-            record = _record(BundleRecord, row, task=name)
-            problem = None if key is None else self._signature_problem(s, task, key)
-        if problem is not None:
-            raise IntegrityError(problem)
-        problem = file_problem(self.root, record.path, record.sha256, record.size_bytes)
-        if problem is not None:
-            raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
-        return record
+    # -- removing ------------------------------------------------------------------------------
 
     def remove_task(self, name: str) -> TaskRecord:
         """Retired, not deleted: its evaluations are history the accuracy matrix still needs."""
@@ -418,48 +350,14 @@ class Registry(RegistryQueries):
             task = self._task_row(s, name)
             if task.status != "ready":
                 raise RegistryError(f"task {name!r} is {task.status}; only ready tasks can be removed")
-            bundle = s.scalar(select(_Bundle).where(_Bundle.task_id == task.id))
+            bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
             rel = None if bundle is None else bundle.path
             if bundle is not None:
                 s.delete(bundle)
-            task.status, task.updated_at = "retired", _now()
+            task.status, task.updated_at = "retired", utc_now()
             self._resign(s, [task])
             s.flush()
-            record = _record(TaskRecord, task)
+            record = to_record(TaskRecord, task)
         if rel is not None:
             self._safe_path(rel).unlink(missing_ok=True)
         return record
-
-    def fsck(self, repair: bool = False, *, stale_after: float = DEFAULT_STALE_AFTER) -> FsckReport:
-        """Files are listed before rows are read: a file that exists by then already has its pending
-        row committed (begin_task precedes write_file), so a live registration is never an orphan."""
-        entries = bundle_entries(self.root)
-        host, now, key = socket.gethostname(), _now(), signing.registry_key()
-        missing: list[str] = []
-        mismatched: list[str] = []
-        unsigned: list[str] = []
-        with self._session(write=repair) as s:
-            pending = s.scalars(select(_Task).where(_Task.status == "pending").order_by(_Task.name)).all()
-            dead = [t for t in pending
-                    if not owner_alive(t.owner_host, t.owner_pid, t.updated_at, host, now, stale_after)]
-            live = [t.name for t in pending if t not in dead]
-            referenced = set(s.scalars(select(_Bundle.path)))
-            ready = s.execute(select(_Task, _Bundle).outerjoin(_Bundle, _Bundle.task_id == _Task.id)
-                              .where(_Task.status.in_(("ready", "retired"))).order_by(_Task.name)).all()
-            for task, b in ready:
-                if key is not None and self._signature_problem(s, task, key) is not None:
-                    unsigned.append(task.name)
-                if task.status != "ready":
-                    continue
-                problem = (("missing", "") if b is None
-                           else file_problem(self.root, b.path, b.sha256, b.size_bytes))
-                if problem is not None:
-                    (missing if problem[0] == "missing" else mismatched).append(task.name)
-            for t in dead if repair else []:
-                s.delete(t)
-        orphans = [e for e in entries if e not in referenced
-                   and not any(owned_by(e.removeprefix("bundles/"), n) for n in live)]
-        for rel in orphans if repair else []:
-            remove_entry(self.root, rel)
-        return FsckReport(orphans, [t.name for t in dead], missing, mismatched, repaired=repair,
-                          signature_mismatches=unsigned)

@@ -2,13 +2,15 @@
 
 The table layout is the on-disk contract behind ``SCHEMA_VERSION``: changing anything here means
 bumping that version and adding the step from the previous one to ``MIGRATIONS``, so it lives in
-one file that is easy to review on its own.
+one file that is easy to review on its own. The ``*Row`` classes are public only so the
+registry's own modules can share them; code outside the registry works with records.py.
 """
 
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, MetaData, String, UniqueConstraint
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -25,7 +27,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -35,18 +37,23 @@ class _UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.astimezone(timezone.utc).replace(tzinfo=None)
 
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
-class _Base(DeclarativeBase):
-    metadata = MetaData(naming_convention={
-        "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s", "pk": "pk_%(table_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"})
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "pk": "pk_%(table_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        }
+    )
     type_annotation_map = {datetime: _UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
 
 
@@ -54,13 +61,13 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-class _Meta(_Base):
+class MetaRow(Base):
     __tablename__ = "cadapt_meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
 
 
-class _BaseModel(_Base):
+class BaseModelRow(Base):
     __tablename__ = "base_models"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(512))
@@ -73,10 +80,12 @@ class _BaseModel(_Base):
     created_at: Mapped[datetime]
 
 
-class _Task(_Base):
+class TaskRow(Base):
     __tablename__ = "tasks"
-    __table_args__ = (CheckConstraint(_in("status", STATUSES), name="status"),
-                      CheckConstraint(_in("head", HEADS), name="head"))
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("head", HEADS), name="head"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     position: Mapped[int | None] = mapped_column(unique=True)
@@ -95,7 +104,7 @@ class _Task(_Base):
     signature: Mapped[str | None] = mapped_column(String(64))
 
 
-class _Bundle(_Base):
+class BundleRow(Base):
     __tablename__ = "bundles"
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
@@ -112,10 +121,12 @@ class _Bundle(_Base):
     created_at: Mapped[datetime]
 
 
-class _Evaluation(_Base):
+class EvaluationRow(Base):
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("task_id", "after_tasks", "split", "metric", "kind"),
-                      CheckConstraint(_in("kind", EVAL_KINDS), name="kind"))
+    __table_args__ = (
+        UniqueConstraint("task_id", "after_tasks", "split", "metric", "kind"),
+        CheckConstraint(_in("kind", EVAL_KINDS), name="kind"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     after_tasks: Mapped[int]

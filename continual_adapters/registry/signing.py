@@ -37,8 +37,9 @@ def registry_key() -> bytes | None:
 
 def canonical(fields: dict[str, Any]) -> bytes:
     """Sorted keys, no whitespace, ASCII only: the bytes a JSON round trip through any database gives back."""
-    return json.dumps({"domain": DOMAIN, "fields": fields}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True).encode("ascii")
+    return json.dumps(
+        {"domain": DOMAIN, "fields": fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
 
 
 def sign(key: bytes, fields: dict[str, Any]) -> str:

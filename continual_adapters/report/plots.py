@@ -130,7 +130,8 @@ def plot_parameter_growth(
     ax.set_xticks(range(len(longest) + 1))
     ax.set_xlim(-0.2, len(longest) + 0.9)
     ax.set_ylim(bottom=0)
-    for (x, y, colour), y_text in zip(ends, _spread([y for _, y, _ in ends], 0.05 * ax.get_ylim()[1]), strict=True):
+    heights = spread_labels([y for _, y, _ in ends], 0.05 * ax.get_ylim()[1])
+    for (x, y, colour), y_text in zip(ends, heights, strict=True):
         ax.annotate(f"{y:.2f}×", (x, y), xytext=(x + 0.15, y_text), textcoords="data", va="center", color=colour)
     ax.set_xlabel("number of tasks learned")
     ax.set_ylabel("total stored parameters (× base model)")
@@ -152,7 +153,7 @@ def _growth_line(ax, multiples, label, marker, style, colour) -> tuple[float, fl
     return len(multiples) - 1, multiples[-1], colour
 
 
-def _spread(values: Sequence[float], gap: float) -> list[float]:
+def spread_labels(values: Sequence[float], gap: float) -> list[float]:
     """Label heights at least `gap` apart, in the values' order, so end labels of lines that
     finish close together (1.00x, 1.01x, 1.22x) stay readable instead of printing over each other."""
     placed, floor = [0.0] * len(values), float("-inf")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from continual_adapters.registry.registry import Registry
+from typing import Any
+
+from continual_adapters.registry import Registry
 
 
 def task_details(registry: Registry, name: str) -> dict:
     task = registry.task(name)
-    details = {
+    details: dict[str, Any] = {
         "name": task.name,
         "position": task.position,
         "status": task.status,
@@ -127,7 +129,7 @@ def stream_report(registry: Registry) -> dict:
         "metrics": summarize(matrix) if names else {},
         "forgetting_per_task": forgetting_per_task(matrix) if names else [],
         "ledger": [row.__dict__ for row in ledger],
-        "ledger_totals": ledger_totals(ledger, base.num_parameters) if ledger else {},
+        "ledger_totals": ledger_totals(ledger, base.num_parameters) if base and ledger else {},
     }
 
 

@@ -69,8 +69,7 @@ class MethodSettings:
         return AdapterConfig(bottleneck=64 if self.adapter_size == "auto" else int(self.adapter_size))
 
     def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
-        overrides = {"seed": seed, "lr": self.lr, "epochs": self.epochs}
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(base, seed=seed, lr=base.lr if self.lr is None else self.lr, epochs=self.epochs or base.epochs)
 
 
 @dataclass(frozen=True)
@@ -224,7 +223,7 @@ def run_method(
         device=device,
         progress=progress,
         method=settings.method,
-        top_k=settings.top_k,
+        top_layers=settings.top_k,
     )
     ready = {t.name for t in registry.tasks()}
     outcome = RunOutcome(settings.label, seed, repr(registry), [], [])
@@ -242,6 +241,8 @@ def run_method(
             auto_size=settings.adapter_size == "auto",
             method=settings.method,
         )
+        if result is None:  # another process of a multi-process launch registers; this one only trained
+            continue
         log(
             f"[{settings.label} seed {seed}]   {task.name}: {result.task.primary_metric} "
             f"{result.scores[result.task.primary_metric]:.4f}; re-evaluated "

@@ -11,10 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from continual_adapters.core.errors import DataError, TaskNotFoundError
+
+if TYPE_CHECKING:
+    from continual_adapters.core.model import Prediction
+    from continual_adapters.stream.runner import Runner
 
 
 @dataclass
@@ -24,7 +30,7 @@ class Inputs:
     tasks: list[str] | None = None
 
 
-def _rows_from_file(path: Path) -> list[dict]:
+def _rows_from_file(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -53,7 +59,7 @@ def read_inputs(
     text_column: str = "text",
     pair_column: str | None = None,
     task_column: str | None = None,
-    stdin=None,
+    stdin: Iterable[str] | None = None,
 ) -> Inputs:
     """Arguments win; else the file ('-' or nothing: stdin, one text per line)."""
     if texts:
@@ -83,13 +89,17 @@ def read_inputs(
     return out
 
 
-def predict_inputs(runner, inputs: Inputs, task: str | None, batch_size: int = 32, max_length: int = 128):
+def predict_inputs(
+    runner: Runner, inputs: Inputs, task: str | None, batch_size: int = 32, max_length: int = 128
+) -> list[Prediction]:
     """Predictions for every input; attaches (sha256-verified) only the tasks it routes to."""
     ready = [t.name for t in runner.registry.tasks()]
     if task == "auto":
         from continual_adapters.stream.taskid import base_features, identifier
 
-        names = identifier(runner).predict(base_features(runner.model, inputs.texts, inputs.pairs))
+        names = identifier(runner.registry, runner.model).predict(
+            base_features(runner.model, inputs.texts, inputs.pairs)
+        )
     elif inputs.tasks is not None:
         names = inputs.tasks
     elif task:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,12 +27,16 @@ from safetensors.torch import save
 from continual_adapters.core.errors import DataError
 from continual_adapters.files.atomic import atomic_write
 
+if TYPE_CHECKING:
+    from continual_adapters.core.model import ContinualModel
+    from continual_adapters.registry import Registry
+
 FEATURE_CAP = 2000
 
 
 @torch.no_grad()
 def base_features(
-    model, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, max_length: int = 128
+    model: ContinualModel, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, max_length: int = 128
 ) -> torch.Tensor:
     """Unit-length mean-pooled features of the frozen base encoder (no task routed)."""
     previous = model.router.task
@@ -55,7 +60,7 @@ def base_features(
     return torch.nn.functional.normalize(features, dim=-1)
 
 
-def centroids(features: torch.Tensor, labels: list) -> torch.Tensor:
+def centroids(features: torch.Tensor, labels: list[Any]) -> torch.Tensor:
     """One unit-length centroid per distinct label, in sorted label order."""
     names = sorted({str(v) for v in labels})
     keys = np.array([str(v) for v in labels])
@@ -77,16 +82,16 @@ class TaskIdentifier:
         return [owners[i] for i in similarity.argmax(-1).tolist()]
 
 
-def centroid_path(registry, name: str) -> Path:
+def centroid_path(registry: Registry, name: str) -> Path:
     return Path(registry.root) / "taskid" / f"{name}.safetensors"
 
 
-def save_centroids(registry, name: str, value: torch.Tensor, base_sha256: str) -> Path:
+def save_centroids(registry: Registry, name: str, value: torch.Tensor, base_sha256: str) -> Path:
     meta = {"cadapt_taskid": json.dumps({"task": name, "base_sha256": base_sha256}, sort_keys=True)}
     return atomic_write(centroid_path(registry, name), save({"centroids": value.contiguous()}, metadata=meta))
 
 
-def _stored(registry, name: str, base_sha256: str) -> torch.Tensor | None:
+def _stored(registry: Registry, name: str, base_sha256: str) -> torch.Tensor | None:
     path = centroid_path(registry, name)
     if path.is_symlink() or not path.is_file():
         return None
@@ -101,50 +106,29 @@ def _stored(registry, name: str, base_sha256: str) -> torch.Tensor | None:
     return tensor.float()
 
 
-def task_centroids(runner, name: str) -> torch.Tensor:
+def task_centroids(registry: Registry, model: ContinualModel, name: str) -> torch.Tensor:
     """The stored centroids of a ready task, recomputed from its recorded training data if needed."""
     from continual_adapters.data.taskdata import DataSpec, load_task_data
 
-    model = runner.model
-    stored = _stored(runner.registry, name, model.base_sha256())
+    stored = _stored(registry, name, model.base_sha256())
     if stored is not None and stored.shape[1] == model.hidden_size:
         return stored
-    task = runner.registry.task(name)
+    task = registry.task(name)
     spec = DataSpec.from_dict(task.data["spec"])
     train = load_task_data(spec).train
     value = compute_centroids(
         model, train.texts[:FEATURE_CAP], train.pairs[:FEATURE_CAP] if train.pairs else None, train.labels[:FEATURE_CAP]
     )
-    save_centroids(runner.registry, name, value, model.base_sha256())
+    save_centroids(registry, name, value, model.base_sha256())
     return value
 
 
-def compute_centroids(model, texts, pairs, labels) -> torch.Tensor:
+def compute_centroids(
+    model: ContinualModel, texts: list[str], pairs: list[str] | None, labels: list[Any]
+) -> torch.Tensor:
     return centroids(base_features(model, texts, pairs), labels)
 
 
-def identifier(runner) -> TaskIdentifier:
-    return TaskIdentifier({t.name: task_centroids(runner, t.name) for t in runner.registry.tasks()})
-
-
-def evaluate_identification(runner) -> dict:
-    """Task-identification accuracy on every task's evaluation split, and the end-to-end score
-    when the task is predicted instead of given (a wrong task counts as a wrong answer)."""
-    from continual_adapters.data.taskdata import load_eval_split
-
-    ident = identifier(runner)
-    per_task, hits, total = [], 0, 0
-    for task in runner.registry.tasks():
-        split, targets = load_eval_split(task.data, task.labels)
-        guessed = ident.predict(base_features(runner.model, split.texts, split.pairs))
-        right = np.array([g == task.name for g in guessed])
-        given = runner.evaluate_task(task.name)
-        row = {"task": task.name, "examples": len(guessed), "task_id_accuracy": float(right.mean())}
-        if task.head == "classification":
-            correct = given.predictions == np.asarray(targets)
-            row["accuracy_given_task"] = float(correct.mean())
-            row["accuracy_predicted_task"] = float((correct & right).mean())
-        per_task.append(row)
-        hits, total = hits + int(right.sum()), total + len(guessed)
-    chance = 1.0 / max(1, len(per_task))
-    return {"task_id_accuracy": hits / total if total else None, "chance": chance, "tasks": per_task}
+def identifier(registry: Registry, model: ContinualModel) -> TaskIdentifier:
+    """Every ready task's centroids, in stream order."""
+    return TaskIdentifier({t.name: task_centroids(registry, model, t.name) for t in registry.tasks()})

@@ -14,6 +14,7 @@ the same best epoch without another exchange).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,14 +62,14 @@ def shard(rows: list[int], current: World) -> list[int]:
     return rows[current.rank :: current.size] if current.active else rows
 
 
-def broadcast_parameters(params: list[torch.Tensor], current: World) -> None:
+def broadcast_parameters(params: Sequence[torch.Tensor], current: World) -> None:
     """Start every process from rank 0's initial weights, whatever their seeds did."""
     if current.active:
         for param in params:
             dist.broadcast(param.data, src=0)
 
 
-def sum_gradients(params: list[torch.Tensor], current: World) -> None:
+def sum_gradients(params: Sequence[torch.Tensor], current: World) -> None:
     if current.active:
         for param in params:
             if param.grad is None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +25,11 @@ from continual_adapters.core.config import DEFAULT_EPOCHS, DEFAULT_LR
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.metrics.scoring import higher_is_better, score
 from continual_adapters.training import distributed
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+    from continual_adapters.core.model import ContinualModel
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class TrainConfig:
         if not self.lr > 0 or not 0 <= self.warmup_ratio < 1 or self.max_length < 8:
             raise ConfigError("need lr > 0, 0 <= warmup_ratio < 1 and max_length >= 8")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -70,7 +77,7 @@ class Evaluation:
 class TrainResult:
     best_epoch: int
     best_score: float
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     wall_time_s: float = 0.0
     train_tokens: int = 0
@@ -86,33 +93,49 @@ def resolve_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def encode(tokenizer, texts: list[str], pairs: list[str] | None, targets, max_length: int, head: str) -> Encoded:
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+def _require_tokenizer(tokenizer: PreTrainedTokenizerBase | None) -> PreTrainedTokenizerBase:
+    """Training and evaluation start from text, so the model must carry its tokenizer."""
+    if tokenizer is None:
+        raise ConfigError("this model has no tokenizer; pass token ids to forward()")
+    return tokenizer
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase | None,
+    texts: list[str],
+    pairs: list[str] | None,
+    targets: Sequence[int] | Sequence[float],
+    max_length: int,
+    head: str,
+) -> Encoded:
+    enc = _require_tokenizer(tokenizer)(texts, pairs, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
     dtype = torch.float32 if head == "regression" else torch.long
     return Encoded(features, torch.tensor(targets, dtype=dtype))
 
 
-def _pad(tokenizer, encoded: Encoded, rows: list[int], pad_to: int | None):
+def _pad(tokenizer: PreTrainedTokenizerBase, encoded: Encoded, rows: list[int], pad_to: int | None) -> BatchEncoding:
     padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
     return tokenizer.pad([encoded.features[i] for i in rows], return_tensors="pt", **padding)
 
 
-def _batches(tokenizer, encoded: Encoded, order, batch_size: int, pad_to: int | None):
+def _batches(
+    tokenizer: PreTrainedTokenizerBase, encoded: Encoded, order: list[int], batch_size: int, pad_to: int | None
+) -> Iterator[tuple[list[int], BatchEncoding, torch.Tensor]]:
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         yield rows, _pad(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device) -> AbstractContextManager[Any]:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _forward(model, task: str, batch, device):
-    batch = {k: v.to(device) for k, v in batch.items()}
+def _forward(model: ContinualModel, task: str, batch: BatchEncoding, device: torch.device) -> torch.Tensor:
+    moved = {k: v.to(device) for k, v in batch.items()}
     with _autocast(device):
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), task=task)
+        return model(moved["input_ids"], moved["attention_mask"], moved.get("token_type_ids"), task=task)
 
 
 def predictions_sha256(predictions: np.ndarray) -> str:
@@ -120,8 +143,11 @@ def predictions_sha256(predictions: np.ndarray) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, task: str, encoded: Encoded, batch_size: int = 64, progress: bool = False) -> Evaluation:
+def evaluate(
+    model: ContinualModel, task: str, encoded: Encoded, batch_size: int = 64, progress: bool = False
+) -> Evaluation:
     spec = model.spec(task)
+    tokenizer = _require_tokenizer(model.tokenizer)
     device = model.device
     was_training = model.training
     model.eval()
@@ -129,7 +155,7 @@ def evaluate(model, task: str, encoded: Encoded, batch_size: int = 64, progress:
     logits = torch.empty(len(encoded), spec.num_outputs)
     bar = tqdm(total=len(encoded), desc=f"eval {task}", unit="ex", disable=not progress, leave=False)
     try:
-        for rows, batch, _ in _batches(model.tokenizer, encoded, order, batch_size, None):
+        for rows, batch, _ in _batches(tokenizer, encoded, order, batch_size, None):
             logits[rows] = _forward(model, task, batch, device).float().cpu()
             bar.update(len(rows))
     finally:
@@ -156,10 +182,17 @@ def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
 
 
 def train_task(
-    model, task: str, train: Encoded, validation: Encoded, config: TrainConfig, metric: str, progress: bool = True
+    model: ContinualModel,
+    task: str,
+    train: Encoded,
+    validation: Encoded,
+    config: TrainConfig,
+    metric: str,
+    progress: bool = True,
 ) -> TrainResult:
     """Trains only `task`'s modules; returns with the best validation epoch's weights loaded."""
     spec = model.spec(task)
+    tokenizer = _require_tokenizer(model.tokenizer)
     modules = model.task_modules(task)
     device = model.device
     torch.manual_seed(config.seed)
@@ -175,7 +208,7 @@ def train_task(
     pad_to = config.max_length if config.pad_to_max_length else None
     sign = 1.0 if higher_is_better(metric) else -1.0
     result = TrainResult(best_epoch=0, best_score=-math.inf * sign)
-    best_state = None
+    best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
     bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress or not current.is_main)
     try:
@@ -187,7 +220,7 @@ def train_task(
                 rows = order[start : start + config.batch_size]
                 local = distributed.shard(rows, current)
                 if local:
-                    batch = _pad(model.tokenizer, train, local, pad_to)
+                    batch = _pad(tokenizer, train, local, pad_to)
                     loss = _loss(spec.head, _forward(model, task, batch, device), train.targets[local].to(device))
                     (loss * (len(local) / len(rows))).backward()
                     running += loss.item()
@@ -206,6 +239,8 @@ def train_task(
                 best_state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
     finally:
         bar.close()
+    if best_state is None:
+        raise ConfigError(f"training {task!r} diverged: no epoch gave a finite validation {metric}")
     modules.load_state_dict(best_state)
     model.eval()
     result.wall_time_s = time.perf_counter() - started

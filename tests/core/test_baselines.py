@@ -122,7 +122,7 @@ def test_runner_records_naive_drift_instead_of_aborting(tmp_path, data_dir, tiny
 
 def test_runner_infers_the_method_from_the_registry(tmp_path, data_dir, tiny_encoder_dir):
     registry = Registry(tmp_path / "registry.db")
-    Runner(registry, encoder=tiny_encoder_dir, progress=False, method="top-k", top_k=1).add_task(
+    Runner(registry, encoder=tiny_encoder_dir, progress=False, method="top-k", top_layers=1).add_task(
         "sst2",
         DataSpec.from_folder(data_dir / "sst2", max_train=48, max_eval=32),
         train=TrainConfig(epochs=1, batch_size=16),

@@ -155,27 +155,3 @@ def test_predict_with_a_task_per_text_matches_single_task_predict():
 class _Batch(dict):
     def to(self, device):
         return _Batch({k: v.to(device) for k, v in self.items()})
-
-
-def test_default_encoder_without_its_extra_names_the_extra(monkeypatch):
-    """Without the `minilm` extra the default encoder's name goes to the hub; when that fails (offline),
-    the error says which extra to install or to name another encoder."""
-    import transformers
-
-    from continual_adapters.core import model as model_module
-    from continual_adapters.core.errors import CadaptError
-
-    seen = []
-
-    def offline(location, **kwargs):
-        seen.append(location)
-        raise OSError("we could not connect to the hub")
-
-    monkeypatch.setattr(model_module, "default_encoder_installed", lambda: False)
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", offline)
-    with pytest.raises(CadaptError, match=r"continual_adapters\[minilm\].*--encoder"):
-        model_module.ContinualModel.from_pretrained()
-    assert seen == [model_module.DEFAULT_ENCODER]
-    with pytest.raises(CadaptError) as info:
-        model_module.ContinualModel.from_pretrained("some/other-encoder")
-    assert "minilm" not in str(info.value)

@@ -5,6 +5,7 @@ tests/reliability_worker.py. After each kill the raw rows and files are checked
 (`assert_consistent`), `cadapt fsck --repair` must leave nothing over, and the interrupted task
 is simply run again. The CI loop kills 50 times on SQLite; `-m nightly` runs 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,11 @@ import time
 
 import pytest
 
-from continual_adapters.stream.audit import audit
 from continual_adapters.registry.registry import CRASH_POINTS
+from continual_adapters.stream.audit import audit
 from continual_adapters.stream.runner import Runner
 from tests.support.reliability import ForkServer, assert_consistent, repair_and_check, task_args, write_tiny_data
+
 
 @pytest.fixture(scope="module")
 def fork_server(tmp_path_factory, tiny_encoder_dir):
@@ -55,8 +57,9 @@ def test_crash_at_each_step_of_the_commit_protocol(backend, server, step):  # no
     assert state["ready"] == 1 + landed and state["dead_pending"] == (not landed)
     assert state["orphans"] == (step not in ("after_begin", "after_commit"))
     temporary = step in ("after_tmp_write", "after_fsync")
-    assert all(o.startswith("bundles/.tmp-second-" if temporary else "bundles/second-")
-               for o in registry.fsck().orphan_files)
+    assert all(
+        o.startswith("bundles/.tmp-second-" if temporary else "bundles/second-") for o in registry.fsck().orphan_files
+    )
     repair_and_check(backend, registry)
     if not landed:
         _ok(server.add("second"))
@@ -138,5 +141,4 @@ def test_eight_processes_add_tasks_at_once(backend, server):  # noqa: F811
     assert backend.execute("SELECT count(*) FROM bundles") == [(8,)]
     assert_consistent(backend, registry)
     assert registry.fsck().ok
-    _record(f"eight_writers_{backend.kind}", writers=8, landed=len(tasks),
-            seconds=round(time.monotonic() - started, 1))
+    _record(f"eight_writers_{backend.kind}", writers=8, landed=len(tasks), seconds=round(time.monotonic() - started, 1))

@@ -4,6 +4,7 @@ protocol give a typed error naming the step, and leave the registry (rows and fi
 Faults are injected at the os-call level, only for descriptors and paths inside the registry's
 bundle folder, so everything else (SQLite, pytest) runs normally.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,15 +14,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from tests.support.tiny import tiny_model
-from continual_adapters.files.atomic import atomic_write
-from continual_adapters.files.bundle import load_task, save_task
 from continual_adapters.core.errors import BundleError, CadaptError, RegistryError
+from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.files.atomic import atomic_write
+from continual_adapters.files.bundle import save_task
 from continual_adapters.registry.registry import BundleDraft, EvaluationDraft, Registry
 from continual_adapters.stream.runner import Runner
-from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.training.loop import TrainConfig
 from tests.support.reliability import write_tiny_data
+from tests.support.tiny import tiny_model
 
 ERRNOS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EDQUOT": errno.EDQUOT}
 STEPS = ("create", "write", "fsync", "rename", "directory fsync")
@@ -81,8 +82,12 @@ def make_registry(tmp_path) -> Registry:
     reg.init()
     reg.begin_task("a", labels=["x", "y"], head="classification", primary_metric="accuracy", data={})
     rel, sha, size = reg.write_file("a", os.urandom(256))
-    reg.finish_task("a", BundleDraft(rel, sha, size, {}, {}, {}, 0, {}, None, 0.0),
-                    [EvaluationDraft("a", "test", "accuracy", 0.5)], {})
+    reg.finish_task(
+        "a",
+        BundleDraft(rel, sha, size, {}, {}, {}, 0, {}, None, 0.0),
+        [EvaluationDraft("a", "test", "accuracy", 0.5)],
+        {},
+    )
     return reg
 
 
@@ -116,6 +121,7 @@ def test_short_writes_still_write_the_whole_file(tmp_path, monkeypatch):
 
 def _full_database(reg: Registry) -> None:
     """SQLite's own limit on the database size: the next page it needs fails as a full disk would."""
+
     @event.listens_for(reg._engine, "connect")
     def _cap(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
@@ -133,8 +139,12 @@ def test_full_database_at_commit_is_typed_and_commits_nothing(tmp_path):
     rel, sha, size = reg.write_file("b", os.urandom(256))
     _full_database(reg)
     with pytest.raises(RegistryError, match="database or disk is full"):
-        reg.finish_task("b", BundleDraft(rel, sha, size, {}, {}, {"big": "x" * 200_000}, 0, {}, None, 0.0),
-                        [EvaluationDraft("b", "test", "accuracy", 0.5)], {})
+        reg.finish_task(
+            "b",
+            BundleDraft(rel, sha, size, {}, {}, {"big": "x" * 200_000}, 0, {}, None, 0.0),
+            [EvaluationDraft("b", "test", "accuracy", 0.5)],
+            {},
+        )
     reg = Registry(reg._db_file)
     assert reg.task("b").status == "pending" and [t.name for t in reg.tasks()] == ["a"]
     reg.abort_task("b")

@@ -7,6 +7,7 @@ leave every hash consistent (moving a task's position, a hyperparameter, a bundl
 together with its recorded hash and size) are only detectable with the key: they are run against
 the signed copy, where fsck and the audit must both catch them.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from click.testing import CliRunner
 
 from continual_adapters.cli import cli
 from continual_adapters.core.errors import ConfigError, RegistryError
-from continual_adapters.registry.registry import EvaluationDraft, Registry
-from continual_adapters.stream.runner import Runner
-from continual_adapters.registry.signing import KEY_ENV, canonical, sign, verify
 from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.registry.registry import EvaluationDraft, Registry
+from continual_adapters.registry.signing import KEY_ENV, canonical, sign, verify
+from continual_adapters.stream.runner import Runner
 from continual_adapters.training.loop import TrainConfig
 from tests.support.reliability import write_tiny_data
 
@@ -80,8 +80,11 @@ def detect(db: Path) -> dict:
     result = CliRunner().invoke(cli, ["--registry", str(db), "audit", "--json"])
     assert fsck.exit_code in (0, 1) and result.exit_code in (0, 1), (fsck.output, result.output)
     report = json.loads(result.stdout) if result.stdout.startswith("{") else {"tasks": []}
-    return {"fsck": fsck.exit_code == 1, "audit": result.exit_code == 1,
-            "audit_failed": sorted(t["task"] for t in report["tasks"] if not t["ok"])}
+    return {
+        "fsck": fsck.exit_code == 1,
+        "audit": result.exit_code == 1,
+        "audit_failed": sorted(t["task"] for t in report["tasks"] if not t["ok"]),
+    }
 
 
 def _bundle(db: Path, task: str) -> Path:
@@ -98,7 +101,7 @@ def _flip(db: Path, task: str, seed: int) -> None:
 
 def _truncate(db: Path, task: str, keep: float) -> None:
     path = _bundle(db, task)
-    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
 
 
 def _swap_files(db: Path) -> None:
@@ -119,11 +122,14 @@ def _symlink(db: Path) -> None:
 def _swap_bundle_rows(db: Path) -> None:
     """Each task's row now names the other's file, hash and size: every hash still matches."""
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT b.task_id, b.path, b.sha256, b.size_bytes FROM bundles b JOIN tasks t "
-                            "ON t.id = b.task_id WHERE t.name IN ('t1', 't2') ORDER BY t.name").fetchall()
-        for (task_id, *_), (_, path, sha, size) in zip(rows, rows[::-1]):
-            conn.execute("UPDATE bundles SET path = ?, sha256 = ?, size_bytes = ? WHERE task_id = ?",
-                         (path, sha, size, task_id))
+        rows = conn.execute(
+            "SELECT b.task_id, b.path, b.sha256, b.size_bytes FROM bundles b JOIN tasks t "
+            "ON t.id = b.task_id WHERE t.name IN ('t1', 't2') ORDER BY t.name"
+        ).fetchall()
+        for (task_id, *_), (_, path, sha, size) in zip(rows, rows[::-1], strict=True):
+            conn.execute(
+                "UPDATE bundles SET path = ?, sha256 = ?, size_bytes = ? WHERE task_id = ?", (path, sha, size, task_id)
+            )
 
 
 def _task_sql(column_expr: str, task: str = "t2") -> callable:
@@ -131,14 +137,18 @@ def _task_sql(column_expr: str, task: str = "t2") -> callable:
 
 
 def _eval_sql(expr: str, kind: str, task: str = "t1", after: int | None = None) -> callable:
-    where = " AND after_tasks = %d" % after if after else ""
-    return lambda db: _sql(db, f"UPDATE evaluations SET {expr} WHERE kind = ? AND metric = 'accuracy'{where} AND "
-                               "task_id = (SELECT id FROM tasks WHERE name = ?)", kind, task)
+    where = f" AND after_tasks = {after:d}" if after else ""
+    return lambda db: _sql(
+        db,
+        f"UPDATE evaluations SET {expr} WHERE kind = ? AND metric = 'accuracy'{where} AND "
+        "task_id = (SELECT id FROM tasks WHERE name = ?)",
+        kind,
+        task,
+    )
 
 
 def _bundle_sql(expr: str, task: str = "t3") -> callable:
-    return lambda db: _sql(db, f"UPDATE bundles SET {expr} WHERE task_id = (SELECT id FROM tasks WHERE name = ?)",
-                           task)
+    return lambda db: _sql(db, f"UPDATE bundles SET {expr} WHERE task_id = (SELECT id FROM tasks WHERE name = ?)", task)
 
 
 MUTATIONS = {
@@ -149,36 +159,50 @@ MUTATIONS = {
     "bundle-files-swapped": _swap_files,
     "bundle-replaced-by-symlink": _symlink,
     "registration-score-edited": _eval_sql("value = value + 0.01", "registration"),
-    "registration-row-deleted": lambda db: _sql(db, "DELETE FROM evaluations WHERE kind = 'registration' AND "
-                                                    "task_id = (SELECT id FROM tasks WHERE name = 't2')"),
+    "registration-row-deleted": lambda db: _sql(
+        db, "DELETE FROM evaluations WHERE kind = 'registration' AND task_id = (SELECT id FROM tasks WHERE name = 't2')"
+    ),
     "predictions-hash-edited": _eval_sql("predictions_sha256 = '" + "0" * 64 + "'", "registration"),
     "reeval-score-edited": _eval_sql("value = value - 0.25", "reeval", after=3),
     "bundle-hash-edited": _bundle_sql("sha256 = '" + "1" * 64 + "'"),
     "bundle-size-edited": _bundle_sql("size_bytes = size_bytes + 1"),
     "bundle-rows-swapped-with-hashes": _swap_bundle_rows,
-    "param-counts-edited": lambda db: _json_edit(db, "bundles", "param_counts", "t2",
-                                                 lambda v: v.update(total=v["total"] - 1)),
+    "param-counts-edited": lambda db: _json_edit(
+        db, "bundles", "param_counts", "t2", lambda v: v.update(total=v["total"] - 1)
+    ),
     "labels-reordered": lambda db: _json_edit(db, "tasks", "labels", "t1", lambda v: v.reverse()),
-    "golden-logits-edited": lambda db: _json_edit(db, "tasks", "proof", "t3",
-                                                  lambda v: v["golden"]["logits"][0].__setitem__(0, 0.5)),
-    "proof-hash-edited": lambda db: _json_edit(db, "tasks", "proof", "t3", lambda v: [
-        p["bundle_files"].__setitem__("t1", "2" * 64) for p in (v["before"], v["after"])]),
-    "eval-data-hash-edited": lambda db: _json_edit(db, "tasks", "data", "t2", lambda v: v["splits"]["test"].update(
-        sha256="3" * 64)),
+    "golden-logits-edited": lambda db: _json_edit(
+        db, "tasks", "proof", "t3", lambda v: v["golden"]["logits"][0].__setitem__(0, 0.5)
+    ),
+    "proof-hash-edited": lambda db: _json_edit(
+        db,
+        "tasks",
+        "proof",
+        "t3",
+        lambda v: [p["bundle_files"].__setitem__("t1", "2" * 64) for p in (v["before"], v["after"])],
+    ),
+    "eval-data-hash-edited": lambda db: _json_edit(
+        db, "tasks", "data", "t2", lambda v: v["splits"]["test"].update(sha256="3" * 64)
+    ),
     "base-model-hash-edited": lambda db: _sql(db, "UPDATE base_models SET sha256 = ?", "4" * 64),
 }
 # Consistent forgeries: no hash disagrees with any other, so only the signature can tell.
 SIGNED_ONLY = {
-    "positions-swapped": lambda db: [_sql(db, s) for s in (
-        "UPDATE tasks SET position = -1 WHERE name = 't1'", "UPDATE tasks SET position = 1 WHERE name = 't2'",
-        "UPDATE tasks SET position = 2 WHERE name = 't1'")],
-    "hyperparameters-edited": lambda db: _json_edit(db, "bundles", "hyperparameters", "t1",
-                                                    lambda v: v.update(lr=0.5)),
+    "positions-swapped": lambda db: [
+        _sql(db, s)
+        for s in (
+            "UPDATE tasks SET position = -1 WHERE name = 't1'",
+            "UPDATE tasks SET position = 1 WHERE name = 't2'",
+            "UPDATE tasks SET position = 2 WHERE name = 't1'",
+        )
+    ],
+    "hyperparameters-edited": lambda db: _json_edit(db, "bundles", "hyperparameters", "t1", lambda v: v.update(lr=0.5)),
     "bundle-rows-swapped-with-hashes": _swap_bundle_rows,
     "registration-score-edited": _eval_sql("value = value + 0.01", "registration"),
     "signature-removed": _task_sql("signature = NULL"),
     "signature-copied-from-another-task": lambda db: _sql(
-        db, "UPDATE tasks SET signature = (SELECT signature FROM tasks WHERE name = 't1') WHERE name = 't2'"),
+        db, "UPDATE tasks SET signature = (SELECT signature FROM tasks WHERE name = 't1') WHERE name = 't2'"
+    ),
     "data-provenance-edited": lambda db: _json_edit(db, "tasks", "data", "t3", lambda v: v["sizes"].update(train=99)),
 }
 TALLY: dict[str, dict] = {}
@@ -215,7 +239,13 @@ def test_consistent_forgeries_are_caught_by_the_signature(templates, tmp_path, m
 def test_tally_figures():
     """Prints the measured figures quoted in docs/reliability.md (runs last in this module)."""
     detected = sum(f["fsck"] or f["audit"] for f in TALLY.values())
-    print(f"\nFIGURES tamper {json.dumps({'mutations': len(TALLY), 'detected': detected, 'by_fsck': sum(f['fsck'] for f in TALLY.values()), 'by_audit': sum(f['audit'] for f in TALLY.values())})}")
+    figures = {
+        "mutations": len(TALLY),
+        "detected": detected,
+        "by_fsck": sum(f["fsck"] for f in TALLY.values()),
+        "by_audit": sum(f["audit"] for f in TALLY.values()),
+    }
+    print(f"\nFIGURES tamper {json.dumps(figures)}")
     assert detected == len(TALLY)
 
 

@@ -100,11 +100,11 @@ def test_import_does_not_load_matplotlib():
 
 
 def test_end_labels_are_spread_apart_in_order():
-    from continual_adapters.report.plots import _spread
+    from continual_adapters.report.plots import spread_labels
 
     values = [2.25, 1.0, 1.22, 1.01]
-    placed = _spread(values, 0.4)
+    placed = spread_labels(values, 0.4)
     assert placed == pytest.approx([2.25, 1.0, 1.8, 1.4])
     ranked = sorted(placed)
     assert all(b - a >= 0.4 - 1e-12 for a, b in zip(ranked, ranked[1:], strict=False))
-    assert _spread([1.0, 5.0], 0.4) == [1.0, 5.0]  # labels far apart stay on their lines
+    assert spread_labels([1.0, 5.0], 0.4) == [1.0, 5.0]  # labels far apart stay on their lines

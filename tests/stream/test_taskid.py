@@ -35,10 +35,12 @@ def test_adding_a_task_leaves_earlier_centroids_alone_and_stale_files_are_rebuil
     assert centroid_path(registry, "sst2").read_bytes() == first
     from continual_adapters.data.taskdata import load_task_data
 
-    assert identifier(runner).tasks["trec"].shape == (len(set(load_task_data(trec).train.labels)), 32)
+    assert identifier(registry, runner.model).tasks["trec"].shape == (len(set(load_task_data(trec).train.labels)), 32)
     centroid_path(registry, "sst2").write_bytes(b"garbage")
     rebuilt = Runner(registry, encoder=tiny_encoder_dir, progress=False)
-    assert torch.equal(identifier(rebuilt).tasks["sst2"], identifier(runner).tasks["sst2"])
+    assert torch.equal(
+        identifier(registry, rebuilt.model).tasks["sst2"], identifier(registry, runner.model).tasks["sst2"]
+    )
     assert centroid_path(registry, "sst2").read_bytes() == first
 
 

@@ -1,0 +1,95 @@
+"""Checking the registry against its files and signatures: ``verify_bundle`` for one task, ``fsck``
+for all of them, and ``fsck(repair=True)`` for the debris a crashed registration leaves.
+
+Kept apart from registry.py because it is the other half of the crash-safety claim made there:
+registry.py's write protocol promises that a crash at any of its ``CRASH_POINTS`` leaves only a
+dead pending row and an unreferenced file, and this module is what finds and removes them. It
+only reads, except for that repair, and never changes a row that is still in use.
+"""
+
+import socket
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from continual_adapters.core.errors import IntegrityError, RegistryError
+from continual_adapters.registry import signing
+from continual_adapters.registry.artifacts import bundle_entries, file_problem, owned_by, owner_alive, remove_entry
+from continual_adapters.registry.queries import RegistryQueries, signed_fields
+from continual_adapters.registry.records import BundleRecord, FsckReport, to_record
+from continual_adapters.registry.schema import BundleRow, TaskRow, utc_now
+
+# A pending row of another host cannot be checked by pid, so it counts as dead after this long.
+DEFAULT_STALE_AFTER = 24 * 3600.0
+
+
+def _signature_problem(s: Session, task: TaskRow, key: bytes) -> str | None:
+    if task.signature is None:
+        return f"task {task.name!r} is not signed, but {signing.KEY_ENV} is set"
+    if not signing.verify(key, signed_fields(s, task), task.signature):
+        return (
+            f"task {task.name!r}: its recorded fields do not match their signature "
+            "(edited outside cadapt, or signed with another key)"
+        )
+    return None
+
+
+class RegistryChecks(RegistryQueries):
+    """The checking methods of `Registry`."""
+
+    def verify_bundle(self, name: str) -> BundleRecord:
+        """The file against its row, and (with a key) the row against its signature."""
+        key = signing.registry_key()
+        with self._read() as s:
+            task = self._task_row(s, name)
+            row = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
+            if row is None:
+                raise RegistryError(f"task {name!r} has no bundle (status {task.status})")
+            record = to_record(BundleRecord, row, task=name)
+            signature_problem = None if key is None else _signature_problem(s, task, key)
+        if signature_problem is not None:
+            raise IntegrityError(signature_problem)
+        problem = file_problem(self.root, record.path, record.sha256, record.size_bytes)
+        if problem is not None:
+            raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
+        return record
+
+    def fsck(self, repair: bool = False, *, stale_after: float = DEFAULT_STALE_AFTER) -> FsckReport:
+        """Files are listed before rows are read: a file that exists by then already has its pending
+        row committed (begin_task precedes write_file), so a live registration is never an orphan."""
+        entries = bundle_entries(self.root)
+        host, now, key = socket.gethostname(), utc_now(), signing.registry_key()
+        missing: list[str] = []
+        mismatched: list[str] = []
+        unsigned: list[str] = []
+        with self._session(write=repair) as s:
+            pending = s.scalars(select(TaskRow).where(TaskRow.status == "pending").order_by(TaskRow.name)).all()
+            dead = [
+                t for t in pending if not owner_alive(t.owner_host, t.owner_pid, t.updated_at, host, now, stale_after)
+            ]
+            live = [t.name for t in pending if t not in dead]
+            referenced = set(s.scalars(select(BundleRow.path)))
+            ready = s.execute(
+                select(TaskRow, BundleRow)
+                .outerjoin(BundleRow, BundleRow.task_id == TaskRow.id)
+                .where(TaskRow.status.in_(("ready", "retired")))
+                .order_by(TaskRow.name)
+            ).all()
+            for task, b in ready:
+                if key is not None and _signature_problem(s, task, key) is not None:
+                    unsigned.append(task.name)
+                if task.status != "ready":
+                    continue
+                problem = ("missing", "") if b is None else file_problem(self.root, b.path, b.sha256, b.size_bytes)
+                if problem is not None:
+                    (missing if problem[0] == "missing" else mismatched).append(task.name)
+            for t in dead if repair else []:
+                s.delete(t)
+        orphans = [
+            e for e in entries if e not in referenced and not any(owned_by(e.removeprefix("bundles/"), n) for n in live)
+        ]
+        for rel in orphans if repair else []:
+            remove_entry(self.root, rel)
+        return FsckReport(
+            orphans, [t.name for t in dead], missing, mismatched, repaired=repair, signature_mismatches=unsigned
+        )

@@ -1,0 +1,37 @@
+"""How well `--task auto` works on a registry: the measurement behind `cadapt report --task-id`.
+
+It runs the model (every task's evaluation split through the base encoder for identification,
+and through its own task for the given-task score), so it lives in the report layer on top of
+the runner, apart from the identifier itself (stream/taskid.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from continual_adapters.data.taskdata import load_eval_split
+from continual_adapters.stream.runner import Runner
+from continual_adapters.stream.taskid import base_features, identifier
+
+
+def evaluate_identification(runner: Runner) -> dict[str, Any]:
+    """Task-identification accuracy on every task's evaluation split, and the end-to-end score
+    when the task is predicted instead of given (a wrong task counts as a wrong answer)."""
+    ident = identifier(runner.registry, runner.model)
+    per_task, hits, total = [], 0, 0
+    for task in runner.registry.tasks():
+        split, targets = load_eval_split(task.data, task.labels)
+        guessed = ident.predict(base_features(runner.model, split.texts, split.pairs))
+        right = np.array([g == task.name for g in guessed])
+        given = runner.evaluate_task(task.name)
+        row = {"task": task.name, "examples": len(guessed), "task_id_accuracy": float(right.mean())}
+        if task.head == "classification":
+            correct = given.predictions == np.asarray(targets)
+            row["accuracy_given_task"] = float(correct.mean())
+            row["accuracy_predicted_task"] = float((correct & right).mean())
+        per_task.append(row)
+        hits, total = hits + int(right.sum()), total + len(guessed)
+    chance = 1.0 / max(1, len(per_task))
+    return {"task_id_accuracy": hits / total if total else None, "chance": chance, "tasks": per_task}

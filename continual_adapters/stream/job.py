@@ -1,0 +1,149 @@
+"""One `add-task`, as data: what is to be trained, and what each step of the runner hands the next.
+
+`Runner.add_task` is a straight pipeline over these records: plan a `TaskJob` (every setting checked
+and every split loaded before anything is written), encode its splits once (`EncodedSplits`),
+train (`Trained`, including an adapter-size search), evaluate, write the bundle, confirm the
+earlier tasks (`Confirmation`), register (`AddTaskResult`). Keeping the hand-offs typed and in
+one file shows the whole path of a task's data at a glance.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from continual_adapters.core.config import AdapterConfig, TaskSpec
+from continual_adapters.data.taskdata import DataSpec, TaskData
+from continual_adapters.registry import EvaluationDraft, TaskRecord
+from continual_adapters.training.loop import Encoded, Evaluation, TrainConfig, TrainResult
+
+#: The adapter sizes `--adapter-size auto` tries, keeping the best on validation.
+AUTO_SIZES = (8, 64, 256)
+#: Evaluation rows whose logits are stored as the task's golden outputs (checked by the audit).
+PROBE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """A task to add, fully decided: its name, data (loaded and validated), method and settings."""
+
+    name: str
+    data: DataSpec
+    loaded: TaskData
+    method: str
+    adapter: AdapterConfig
+    train: TrainConfig
+    auto_size: bool = False
+    top_layers: int = 0
+    skip_reeval: bool = False
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The adapter bottlenecks to train: the search under auto, else the one asked for."""
+        return AUTO_SIZES if self.auto_size else (self.adapter.bottleneck,)
+
+    def spec(self, bottleneck: int) -> TaskSpec:
+        return TaskSpec(
+            self.name,
+            labels=tuple(self.loaded.labels),
+            head=self.data.head,
+            method=self.method,
+            top_k=self.top_layers,
+            adapter=replace(self.adapter, bottleneck=bottleneck),
+        )
+
+
+@dataclass(frozen=True)
+class EncodedSplits:
+    """The task's splits tokenised once, for training, model selection and its registration score."""
+
+    train: Encoded
+    validation: Encoded
+    evaluation: Encoded
+
+
+@dataclass
+class Trained:
+    """The winning modules' spec and training result, and every size the search tried."""
+
+    spec: TaskSpec
+    result: TrainResult
+    search: list[dict[str, Any]]
+
+
+@dataclass
+class Confirmation:
+    """What adding the task did to the earlier ones: hashes before and after, and their scores now."""
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+    drafts: list[EvaluationDraft]
+    reevaluated: dict[str, float]
+
+    @property
+    def unchanged(self) -> bool:
+        return self.before == self.after
+
+    def proof(self, evaluation: Evaluation) -> dict[str, Any]:
+        rows = min(PROBE_SIZE, len(evaluation.logits))
+        return {
+            "before": self.before,
+            "after": self.after,
+            "unchanged": self.unchanged,
+            "golden": {"rows": list(range(rows)), "logits": evaluation.logits[:PROBE_SIZE].tolist()},
+        }
+
+
+@dataclass
+class AddTaskResult:
+    task: TaskRecord
+    scores: dict[str, float]
+    eval_split: str
+    param_counts: dict[str, int]
+    bundle_sha256: str
+    history: list[dict[str, Any]]
+    size_search: list[dict[str, Any]]
+    reevaluated: dict[str, float] = field(default_factory=dict)
+    proof: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "position": self.task.position,
+            "status": self.task.status,
+            "metric": self.task.primary_metric,
+            "eval_split": self.eval_split,
+            "scores": self.scores,
+            "param_counts": self.param_counts,
+            "bundle_sha256": self.bundle_sha256,
+            "history": self.history,
+            "size_search": self.size_search,
+            "reevaluated": self.reevaluated,
+            "unchanged": self.proof.get("unchanged"),
+        }
+
+
+def library_versions() -> dict[str, str]:
+    import safetensors
+    import torch
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
