@@ -170,4 +170,4 @@ def test_single_registry_mode_is_the_readme_demo_path(smoke_run, data_dir):
         cli,
         ["run-scenario", str(ROOT / "scenarios" / "smoke.yaml"), "--registry", str(db), "--data-dir", str(data_dir)],
     )
-    assert refused.exit_code == 1 and "single method and seed" in refused.output
+    assert refused.exit_code == 1 and "pick one with --methods" in refused.output
