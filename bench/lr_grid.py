@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from continual_adapters.core.baselines import model_for_method
-from continual_adapters.core.config import AdapterConfig, TaskSpec
+from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
 from continual_adapters.data.reader import default_data_dir
 from continual_adapters.data.taskdata import DataSpec, load_task_data
-from continual_adapters.training.loop import TrainConfig, encode, train_task
+from continual_adapters.training.loop import encode, train_task
 
 TASKS = ("long_mnli", "long_cb", "long_wic", "long_copa")  # the first four tasks of order 4
 GRID = {"adapters": (3e-4, 1e-3, 3e-3), "full": (1e-5, 3e-5, 1e-4)}

@@ -255,8 +255,9 @@ def run_real(spec: dict) -> dict:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from continual_adapters import AdapterConfig, ContinualModel, TaskSpec
+    from continual_adapters.core.config import TrainConfig
     from continual_adapters.data.reader import encode_labels, label_names, load_split, read_dataset_json
-    from continual_adapters.training.loop import TrainConfig, encode, train_task
+    from continual_adapters.training.loop import encode, train_task
 
     folder = Path(spec["real_data_dir"]) / spec["real_dataset"]
     meta = read_dataset_json(folder)

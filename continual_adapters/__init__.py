@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 LAYERS = ("core", "metrics", "data", "files", "registry", "training", "transfer", "stream", "report", "cli")
 
 if TYPE_CHECKING:
-    from continual_adapters.core.config import AdapterConfig, TaskSpec
+    from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
     from continual_adapters.core.errors import CadaptError
     from continual_adapters.core.model import ContinualModel
     from continual_adapters.data.taskdata import DataSpec
     from continual_adapters.files.bundle import load_task, save_task
     from continual_adapters.registry import Registry
     from continual_adapters.stream.runner import Runner
-    from continual_adapters.training.loop import TrainConfig
 
 _EXPORTS = {
     "AdapterConfig": "continual_adapters.core.config",
@@ -35,7 +34,7 @@ _EXPORTS = {
     "DataSpec": "continual_adapters.data.taskdata",
     "Registry": "continual_adapters.registry",
     "Runner": "continual_adapters.stream.runner",
-    "TrainConfig": "continual_adapters.training.loop",
+    "TrainConfig": "continual_adapters.core.config",
     "save_task": "continual_adapters.files.bundle",
     "load_task": "continual_adapters.files.bundle",
 }

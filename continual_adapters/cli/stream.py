@@ -1,8 +1,14 @@
-"""Commands that grow or read the stream: add-task, audit, report, run-scenario."""
+"""Commands that grow or read the stream: add-task, audit, report, run-scenario.
+
+Only click and the torch-free configs are imported at module level: `cadapt` imports this module
+for every command, so anything that loads torch, transformers, scikit-learn or even numpy (the
+runner, the data readers, the plots) is imported inside the command that uses it.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,15 +19,19 @@ from continual_adapters.core.config import (
     DEFAULT_TOP_LAYERS,
     METHODS,
     AdapterConfig,
+    TrainConfig,
     validate_task_name,
 )
 from continual_adapters.core.errors import ConfigError
-from continual_adapters.data.taskdata import DataSpec, with_overrides
 from continual_adapters.registry import Registry
-from continual_adapters.training.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from continual_adapters.data.taskdata import DataSpec
 
 
 def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides) -> DataSpec:
+    from continual_adapters.data.taskdata import DataSpec, with_overrides
+
     if data:
         return DataSpec.from_folder(data, data_dir, **overrides)
     return with_overrides(

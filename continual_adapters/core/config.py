@@ -1,8 +1,10 @@
-"""Typed configuration: what an adapter is, and what a task is.
+"""Typed configuration: what an adapter is, what a task is, and how a task is trained.
 
 These dataclasses are the contract between the model, the bundle file (they are stored in its
 header as JSON) and the registry, so they are frozen, validated on construction and
-round-trip through `to_dict` / `from_dict`.
+round-trip through `to_dict` / `from_dict`. They live here, apart from the code that uses them
+(and free of torch), so that the CLI and the registry can build and read them without loading
+the model's libraries.
 """
 
 from __future__ import annotations
@@ -115,3 +117,28 @@ class TaskSpec:
             return cls(**fields)
         except TypeError as exc:
             raise ConfigError(f"malformed task spec: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one task is trained (the paper's AdamW schedule); stored with the bundle's
+    hyperparameters, and built by the CLI before any model library is imported."""
+
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = 32
+    lr: float = DEFAULT_LR["adapters"]
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    seed: int = 0
+    eval_batch_size: int = 64
+    pad_to_max_length: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("epochs and batch sizes must be at least 1")
+        if not self.lr > 0 or not 0 <= self.warmup_ratio < 1 or self.max_length < 8:
+            raise ConfigError("need lr > 0, 0 <= warmup_ratio < 1 and max_length >= 8")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -2,6 +2,12 @@
 
 A `DataSpec` is stored with the task in the registry, so the exact evaluation split can be
 reloaded (and its file's sha256 checked) every time earlier tasks are re-evaluated or audited.
+
+A local path is looked up once, when the task's data is loaded (against the working directory,
+then the data directory), and from then on only its absolute form is used and recorded. A
+relative path names different files from different directories: reloading ``cr/test.jsonl``
+after ``cr/`` moved would find a same-named file under the data directory and report it as
+"changed", where the truth is that the registered file is gone ("data unavailable").
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from continual_adapters.data.reader import (
     resolve_data_path,
 )
 from continual_adapters.metrics.scoring import check_metric, default_metric
+
+#: The DataSpec fields that name local files.
+LOCAL_SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -87,18 +96,40 @@ class DataSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def with_paths(spec: DataSpec, paths: dict[str, str]) -> DataSpec:
+    """The spec with the local split paths named in `paths` replaced (the others kept)."""
+    return replace(
+        spec,
+        train=paths.get("train", spec.train),
+        validation=paths.get("validation", spec.validation),
+        test=paths.get("test", spec.test),
+    )
+
+
+def pin_paths(spec: DataSpec) -> DataSpec:
+    """The spec with every local split path resolved, once, to the absolute file it names now."""
+    return with_paths(spec, {s: str(resolve_data_path(getattr(spec, s))) for s in LOCAL_SPLITS if getattr(spec, s)})
+
+
 @dataclass
 class TaskData:
+    """The loaded splits, and `spec`: the spec they were loaded from, its local paths absolute."""
+
     train: Split
     validation: Split
     evaluation: Split
     eval_split: str
     labels: list[str]
     targets: dict[str, list[int] | list[float]]
+    spec: DataSpec
 
-    def provenance(self, spec: DataSpec) -> dict[str, Any]:
+    def provenance(self, spec: DataSpec | None = None) -> dict[str, Any]:
+        """What the registry records. `spec` (the one given to `load_task_data`, as the runner
+        passes it) is recorded with the absolute paths that were actually read, so a reload never
+        depends on the directory it runs from."""
+        recorded = self.spec if spec is None else with_paths(spec, {s: getattr(self.spec, s) for s in LOCAL_SPLITS})
         return {
-            "spec": spec.to_dict(),
+            "spec": recorded.to_dict(),
             "eval_split": self.eval_split,
             "splits": {
                 "train": self.train.source,
@@ -113,14 +144,20 @@ class TaskData:
         }
 
 
-def _load(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, list[str] | None]:
-    split, hub_labels = _load_all(spec, which, None if spec.keep_labels else limit)
+def _load(
+    spec: DataSpec, which: str, limit: int | None, recorded: bool = False
+) -> tuple[Split | None, list[str] | None]:
+    split, hub_labels = _load_all(spec, which, None if spec.keep_labels else limit, recorded)
     if split is None or not spec.keep_labels:
         return split, hub_labels
     return cap(keep_only(split, spec.keep_labels), limit, spec.seed), hub_labels
 
 
-def _load_all(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | None, list[str] | None]:
+def _load_all(
+    spec: DataSpec, which: str, limit: int | None, recorded: bool = False
+) -> tuple[Split | None, list[str] | None]:
+    """One split, its local path read as given (`load_task_data` has pinned it already); for a
+    `recorded` spec, a file no longer there is "data unavailable", not an unreadable input."""
     columns: dict[str, Any] = dict(
         text_column=spec.text_column,
         pair_column=spec.pair_column,
@@ -136,7 +173,12 @@ def _load_all(spec: DataSpec, which: str, limit: int | None) -> tuple[Split | No
                 raise
             return None, None
     path = getattr(spec, which)
-    return (load_split(resolve_data_path(path), **columns), None) if path else (None, None)
+    if not path:
+        return None, None
+    if recorded and not Path(path).is_file():
+        relative = "" if Path(path).is_absolute() else f", relative to {Path.cwd()}"
+        raise DataError(f"data unavailable: {path} (the task's recorded {which} file{relative}) no longer exists")
+    return load_split(Path(path), **columns), None
 
 
 def keep_only(split: Split, keep: tuple[str, ...]) -> Split:
@@ -151,17 +193,19 @@ def keep_only(split: Split, keep: tuple[str, ...]) -> Split:
     )
 
 
-def _load_train(spec: DataSpec) -> tuple[Split, list[str] | None]:
+def _load_train(spec: DataSpec, recorded: bool = False) -> tuple[Split, list[str] | None]:
     """There is always a train split: a DataSpec names a training file or a hub dataset, and a hub
     dataset without one raises in `_load_all`."""
-    train, hub_labels = _load(spec, "train", spec.max_train)
+    train, hub_labels = _load(spec, "train", spec.max_train, recorded)
     if train is None:
         raise DataError(f"{spec.train or spec.dataset}: no train split")
     return train, hub_labels
 
 
 def load_task_data(spec: DataSpec) -> TaskData:
-    """Loads and validates every split before anything is written anywhere."""
+    """Loads and validates every split before anything is written anywhere; local paths are
+    resolved here, once, and the resulting `TaskData` records them absolute."""
+    spec = pin_paths(spec)
     train, hub_labels = _load_train(spec)
     validation, _ = _load(spec, "validation", spec.max_eval)
     test, _ = _load(spec, "test", spec.max_eval)
@@ -175,30 +219,65 @@ def load_task_data(spec: DataSpec) -> TaskData:
     for name, split in (("train", train), ("validation", validation), (eval_split, evaluation)):
         where = split.source.get("path") or f"{spec.dataset}:{name}"
         targets[name] = encode_labels(split, labels, spec.head, where)
-    return TaskData(train, validation, evaluation, eval_split, labels, targets)
+    return TaskData(train, validation, evaluation, eval_split, labels, targets, spec)
 
 
-def load_eval_split(provenance: dict[str, Any], labels: list[str]) -> tuple[Split, list[int] | list[float]]:
-    """Reloads the split a task was evaluated on at registration, refusing changed files."""
+def recorded_spec(provenance: dict[str, Any]) -> DataSpec:
+    """The spec a task was registered with, each local path replaced by the file recorded as read
+    (the split's source path: absolute, even in registries that recorded a relative spec).
+
+    Nothing is resolved: a path is used as recorded, and a relative one (only where no source
+    path was recorded) is relative to the working directory and never looked up in the data
+    directory, where a same-named file could be another dataset."""
     spec = DataSpec.from_dict(provenance["spec"])
-    eval_split = provenance["eval_split"]
-    recorded = provenance["splits"][eval_split]
-    split: Split | None
-    if recorded.get("carved_from") == "train":
-        train, _ = _load_train(spec)
-        _, split = carve_validation(train, seed=spec.seed)
-    else:
-        split, _ = _load(spec, eval_split, spec.max_eval)
-    if split is None:
-        raise DataError(f"the {eval_split} split recorded for this task cannot be found")
+    splits = provenance.get("splits") or {}
+    pinned: dict[str, str] = {}
+    for name in LOCAL_SPLITS:
+        source = splits.get(name) or {}
+        if getattr(spec, name) and source.get("kind") == "file" and source.get("path"):
+            pinned[name] = str(source["path"])
+    return with_paths(spec, pinned)
+
+
+def check_unchanged(split: Split, recorded: dict[str, Any], which: str) -> None:
+    """Refuses a split whose file (sha256) or hub dataset (fingerprint) differs from the recorded one."""
     if recorded.get("sha256") and split.source.get("sha256") != recorded["sha256"]:
         raise IntegrityError(
             f"{split.source.get('path')}: data file changed since the task was registered "
             f"(sha256 {split.source.get('sha256')} != recorded {recorded['sha256']})"
         )
     if recorded.get("fingerprint") and split.source.get("fingerprint") != recorded["fingerprint"]:
-        raise IntegrityError(f"hub split {eval_split}: fingerprint changed since the task was registered")
+        raise IntegrityError(f"hub split {which}: fingerprint changed since the task was registered")
+
+
+def load_eval_split(provenance: dict[str, Any], labels: list[str]) -> tuple[Split, list[int] | list[float]]:
+    """Reloads the split a task was evaluated on at registration, from the recorded file only,
+    refusing changed files (IntegrityError) and reporting missing ones ("data unavailable: …")."""
+    spec = recorded_spec(provenance)
+    eval_split = provenance["eval_split"]
+    recorded = provenance["splits"][eval_split]
+    split: Split | None
+    if recorded.get("carved_from") == "train":
+        train, _ = _load_train(spec, recorded=True)
+        _, split = carve_validation(train, seed=spec.seed)
+    else:
+        split, _ = _load(spec, eval_split, spec.max_eval, recorded=True)
+    if split is None:
+        raise DataError(f"the {eval_split} split recorded for this task cannot be found")
+    check_unchanged(split, recorded, eval_split)
     return split, encode_labels(split, labels, spec.head, split.source.get("path") or eval_split)
+
+
+def load_recorded_train(provenance: dict[str, Any]) -> Split:
+    """A registered task's training split as `load_task_data` gave it (validation carved off if it
+    was), from the recorded file only and checked like `load_eval_split`."""
+    spec = recorded_spec(provenance)
+    splits = provenance.get("splits") or {}
+    train, _ = _load_train(spec, recorded=True)
+    check_unchanged(train, splits.get("train") or {}, "train")
+    if (splits.get("validation") or {}).get("carved_from") == "train":
+        train, _ = carve_validation(train, seed=spec.seed)
+    return train
 
 
 def with_overrides(spec: DataSpec, **overrides: Any) -> DataSpec:

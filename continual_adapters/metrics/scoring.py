@@ -3,14 +3,16 @@
 Classification always reports accuracy, macro-F1 and Matthews correlation (the GLUE metric for
 CoLA); regression reports Pearson, Spearman and MSE (STS-B). Which one is a task's primary
 score, the one that goes into the accuracy matrix R, is chosen per task.
+
+scikit-learn and scipy are imported inside `score` only: the metric names and checks here are
+needed by every command that reads a task's data spec (down to `cadapt tasks`), and loading
+those libraries costs seconds that a command computing no score should not pay.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
 from continual_adapters.core.errors import ConfigError
 
@@ -30,6 +32,9 @@ def default_metric(head: str) -> str:
 
 
 def score(head: str, y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if head == "regression":
         constant = np.all(y_pred == y_pred[0]) or np.all(y_true == y_true[0])

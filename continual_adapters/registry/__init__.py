@@ -1,12 +1,15 @@
 """Layer 5, the task registry: the `Registry` facade (writes and the commit protocol), its
-connection and schema version (database.py), read queries, fsck, the SQLAlchemy schema, plain
-records, the database engine and write lock, the artifact folder, and optional HMAC signing.
+connection and schema version (database.py), read queries, fsck, per-task artifact files
+(task_artifacts.py), the SQLAlchemy schema, plain records, the database engine and write lock,
+the artifact folder, and optional HMAC signing.
 
 May import `core`, `metrics`, `data` and `files`; never torch, so commands that only read the
 registry start fast.
 """
 
 from continual_adapters.registry.records import (
+    ArtifactDraft,
+    ArtifactRecord,
     BaseModelRecord,
     BundleDraft,
     BundleRecord,
@@ -14,13 +17,17 @@ from continual_adapters.registry.records import (
     EvaluationRecord,
     FsckReport,
     TaskRecord,
+    TaskSummary,
 )
 from continual_adapters.registry.registry import CRASH_POINTS, Registry, resolve_url
-from continual_adapters.registry.schema import SCHEMA_VERSION
+from continual_adapters.registry.schema import ARTIFACT_KINDS, SCHEMA_VERSION
 
 __all__ = [
+    "ARTIFACT_KINDS",
     "CRASH_POINTS",
     "SCHEMA_VERSION",
+    "ArtifactDraft",
+    "ArtifactRecord",
     "BaseModelRecord",
     "BundleDraft",
     "BundleRecord",
@@ -29,5 +36,6 @@ __all__ = [
     "FsckReport",
     "Registry",
     "TaskRecord",
+    "TaskSummary",
     "resolve_url",
 ]

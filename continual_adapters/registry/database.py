@@ -162,6 +162,7 @@ class RegistryDatabase:
                 for version in range(int(stored), SCHEMA_VERSION):
                     for statement in MIGRATIONS[version]:
                         s.execute(text(statement))
+                Base.metadata.create_all(s.connection())
                 s.merge(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
         bundles_dir(self.root, create=True)
 

@@ -1,5 +1,6 @@
 """Checking the registry against its files and signatures: ``verify_bundle`` for one task, ``fsck``
-for all of them, and ``fsck(repair=True)`` for the debris a crashed registration leaves.
+for all of them (bundles and artifact files), and ``fsck(repair=True)`` for the debris a crashed
+registration leaves.
 
 Kept apart from registry.py because it is the other half of the crash-safety claim made there:
 registry.py's write protocol promises that a crash at any of its ``CRASH_POINTS`` leaves only a
@@ -14,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from continual_adapters.core.errors import IntegrityError, RegistryError
 from continual_adapters.registry import signing
-from continual_adapters.registry.artifacts import bundle_entries, file_problem, owned_by, owner_alive, remove_entry
+from continual_adapters.registry.artifacts import file_problem, owned_by, owner_alive, remove_entry, task_entries
 from continual_adapters.registry.queries import RegistryQueries, signed_fields
 from continual_adapters.registry.records import BundleRecord, FsckReport, to_record
-from continual_adapters.registry.schema import BundleRow, TaskRow, utc_now
+from continual_adapters.registry.schema import ArtifactRow, BundleRow, TaskRow, utc_now
 
 # A pending row of another host cannot be checked by pid, so it counts as dead after this long.
 DEFAULT_STALE_AFTER = 24 * 3600.0
@@ -56,8 +57,12 @@ class RegistryChecks(RegistryQueries):
 
     def fsck(self, repair: bool = False, *, stale_after: float = DEFAULT_STALE_AFTER) -> FsckReport:
         """Files are listed before rows are read: a file that exists by then already has its pending
-        row committed (begin_task precedes write_file), so a live registration is never an orphan."""
-        entries = bundle_entries(self.root)
+        row committed (begin_task precedes write_file), so a live registration is never an orphan.
+        Orphans are removed under the write lock, so an ``add_artifact`` cannot commit a row for a
+        file between the check and the unlink (it finds the file gone and fails instead).
+
+        A ready task's bundle problem is reported by task name, an artifact's as "task:kind"."""
+        entries = task_entries(self.root)
         host, now, key = socket.gethostname(), utc_now(), signing.registry_key()
         missing: list[str] = []
         mismatched: list[str] = []
@@ -68,7 +73,7 @@ class RegistryChecks(RegistryQueries):
                 t for t in pending if not owner_alive(t.owner_host, t.owner_pid, t.updated_at, host, now, stale_after)
             ]
             live = [t.name for t in pending if t not in dead]
-            referenced = set(s.scalars(select(BundleRow.path)))
+            referenced = set(s.scalars(select(BundleRow.path))) | set(s.scalars(select(ArtifactRow.path)))
             ready = s.execute(
                 select(TaskRow, BundleRow)
                 .outerjoin(BundleRow, BundleRow.task_id == TaskRow.id)
@@ -83,13 +88,28 @@ class RegistryChecks(RegistryQueries):
                 problem = ("missing", "") if b is None else file_problem(self.root, b.path, b.sha256, b.size_bytes)
                 if problem is not None:
                     (missing if problem[0] == "missing" else mismatched).append(task.name)
+            artifacts = s.execute(
+                select(TaskRow.name, ArtifactRow)
+                .join(TaskRow, TaskRow.id == ArtifactRow.task_id)
+                # A retired task has no artifact rows (remove_task deletes them); only ready ones are checked.
+                .where(TaskRow.status == "ready")
+            ).all()
+            for name, a in artifacts:
+                problem = file_problem(self.root, a.path, a.sha256, a.size_bytes)
+                if problem is not None:
+                    (missing if problem[0] == "missing" else mismatched).append(f"{name}:{a.kind}")
             for t in dead if repair else []:
                 s.delete(t)
-        orphans = [
-            e for e in entries if e not in referenced and not any(owned_by(e.removeprefix("bundles/"), n) for n in live)
-        ]
-        for rel in orphans if repair else []:
-            remove_entry(self.root, rel)
+            orphans = [
+                e for e in entries if e not in referenced and not any(owned_by(e.rsplit("/", 1)[1], n) for n in live)
+            ]
+            for rel in orphans if repair else []:
+                remove_entry(self.root, rel)
         return FsckReport(
-            orphans, [t.name for t in dead], missing, mismatched, repaired=repair, signature_mismatches=unsigned
+            orphans,
+            [t.name for t in dead],
+            sorted(missing),
+            sorted(mismatched),
+            repaired=repair,
+            signature_mismatches=unsigned,
         )

@@ -1,4 +1,5 @@
-"""The read side of the registry: listing tasks, bundles, evaluations, the accuracy matrix, dumps.
+"""The read side of the registry: listing tasks, bundles, evaluations, the accuracy matrix and how
+each of its entries was confirmed, the task table, dumps.
 
 Kept apart from registry.py (the writers and the commit protocol) so each file stays small and
 the write protocol can be reviewed on its own. Every method here is one read transaction, run
@@ -11,22 +12,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from continual_adapters.core.errors import RegistryError, TaskNotFoundError
+from continual_adapters.registry import records
 from continual_adapters.registry.artifacts import list_files
 from continual_adapters.registry.database import RegistryDatabase
-from continual_adapters.registry.records import BaseModelRecord, BundleRecord, EvaluationRecord, TaskRecord, to_record
-from continual_adapters.registry.schema import BaseModelRow, BundleRow, EvaluationRow, MetaRow, TaskRow
+from continual_adapters.registry.records import (
+    ArtifactRecord,
+    BaseModelRecord,
+    BundleRecord,
+    EvaluationRecord,
+    TaskRecord,
+    to_record,
+)
+from continual_adapters.registry.schema import (
+    EVAL_KINDS,
+    ArtifactRow,
+    BaseModelRow,
+    BundleRow,
+    EvaluationRow,
+    MetaRow,
+    TaskRow,
+)
 
 
 def signed_fields(s: Session, task: TaskRow) -> dict[str, Any]:
     """What a task's signature covers: everything a reader trusts about it, but no timestamps or
     owner, which change without changing what the task is. JSON-normalised so values freshly set
-    on a row sign the same as the ones a later read gets back from the database."""
+    on a row sign the same as the ones a later read gets back from the database. Artifacts and an
+    evaluation's confirmation (schema 3) only enter when present, so older signatures still hold."""
     bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
     evals = s.scalars(select(EvaluationRow).where(EvaluationRow.task_id == task.id)).all()
+    artifacts = s.scalars(select(ArtifactRow).where(ArtifactRow.task_id == task.id)).all()
     fields = {
         "name": task.name,
         "position": task.position,
@@ -48,12 +67,29 @@ def signed_fields(s: Session, task: TaskRow) -> dict[str, Any]:
             "seed": bundle.seed,
         },
         "evaluations": sorted(
-            ([e.after_tasks, e.split, e.metric, e.kind, float(e.value), e.predictions_sha256] for e in evals),
+            (
+                [e.after_tasks, e.split, e.metric, e.kind, float(e.value), e.predictions_sha256]
+                + ([e.confirmation] if e.confirmation is not None else [])
+                for e in evals
+            ),
             key=lambda e: (e[0], e[1], e[2], e[3]),
         ),
     }
+    if artifacts:
+        fields["artifacts"] = sorted([a.kind, a.path, a.sha256, a.size_bytes] for a in artifacts)
     normalised: dict[str, Any] = json.loads(json.dumps(fields, default=str))
     return normalised
+
+
+def _statuses(include_retired: bool, include_pending: bool) -> set[str]:
+    """The statuses ``tasks()`` and ``task_table()`` list."""
+    return (
+        {"ready"} | ({"retired"} if include_retired else set()) | ({"pending", "failed"} if include_pending else set())
+    )
+
+
+def _stream_order(task: TaskRow) -> tuple[bool, int, datetime, str]:
+    return (task.position is None, task.position or 0, task.created_at, task.name)
 
 
 class RegistryQueries(RegistryDatabase):
@@ -73,15 +109,10 @@ class RegistryQueries(RegistryDatabase):
 
     def tasks(self, include_retired: bool = False, include_pending: bool = False) -> list[TaskRecord]:
         """``include_pending`` also shows failed rows: both are tasks that never joined the stream."""
-        wanted = (
-            {"ready"}
-            | ({"retired"} if include_retired else set())
-            | ({"pending", "failed"} if include_pending else set())
-        )
+        wanted = _statuses(include_retired, include_pending)
         with self._read() as s:
             rows = s.scalars(select(TaskRow).where(TaskRow.status.in_(wanted))).all()
-        rows = sorted(rows, key=lambda t: (t.position is None, t.position or 0, t.created_at, t.name))
-        return [to_record(TaskRecord, r) for r in rows]
+        return [to_record(TaskRecord, r) for r in sorted(rows, key=_stream_order)]
 
     def task(self, name: str) -> TaskRecord:
         with self._read() as s:
@@ -117,13 +148,39 @@ class RegistryQueries(RegistryDatabase):
     ) -> tuple[list[str], list[list[float | None]]]:
         """R[i][j]: task j after the (i+1)-th task joined. Without ``split`` each task is read on the split
         it was evaluated on: ``data["eval_split"]``, else that of its own registration evaluation."""
+        names, cells = self._matrix_cells(metric, split, ("registration", "reeval"))
+        matrix: list[list[float | None]] = [[None] * len(names) for _ in names]
+        for i, j, e in cells:
+            if matrix[i][j] is None:
+                matrix[i][j] = e.value
+        return names, matrix
+
+    def confirmations(
+        self, metric: str | None = None, split: str | None = None
+    ) -> tuple[list[str], list[list[str | None]]]:
+        """How each entry of ``accuracy_matrix`` (same arguments, same order) was obtained:
+        "registration" (the diagonal), "full" (re-scored on its data), "probe" (outputs proved
+        identical by the task's probe, the last full score carried forward), "skipped" (not
+        checked), or None where there is no entry. A reeval row of schema 2 counts as "full"."""
+        names, cells = self._matrix_cells(metric, split, ("registration", "reeval", "skipped"))
+        matrix: list[list[str | None]] = [[None] * len(names) for _ in names]
+        for i, j, e in cells:
+            if matrix[i][j] is None:
+                matrix[i][j] = e.kind if e.kind != "reeval" else e.confirmation or "full"
+        return names, matrix
+
+    def _matrix_cells(
+        self, metric: str | None, split: str | None, kinds: tuple[str, ...]
+    ) -> tuple[list[str], list[tuple[int, int, EvaluationRow]]]:
+        """The tasks of the matrix in stream order, and (row, column, evaluation) for each evaluation
+        of one of ``kinds`` that lands in it, registration rows first, then in EVAL_KINDS order."""
         with self._read() as s:
             tasks = s.scalars(
                 select(TaskRow)
                 .where(TaskRow.position.is_not(None), TaskRow.status.in_(("ready", "retired")))
                 .order_by(TaskRow.position)
             ).all()
-            evals = s.scalars(select(EvaluationRow).where(EvaluationRow.kind.in_(("registration", "reeval")))).all()
+            evals = s.scalars(select(EvaluationRow).where(EvaluationRow.kind.in_(kinds))).all()
         column = {t.id: j for j, t in enumerate(tasks)}
         metrics = [metric or t.primary_metric for t in tasks]
         splits = [split] * len(tasks)
@@ -137,15 +194,55 @@ class RegistryQueries(RegistryDatabase):
                 and e.metric == metrics[j]
             }
             splits[j] = split or t.data.get("eval_split") or min(own, default=None)
-        n = len(tasks)
-        matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
-        for e in sorted(evals, key=lambda e: e.kind != "registration"):
+        cells = []
+        for e in sorted(evals, key=lambda e: EVAL_KINDS.index(e.kind)):
             col = column.get(e.task_id)
-            if col is None or not 1 <= e.after_tasks <= n or (e.metric, e.split) != (metrics[col], splits[col]):
+            if (
+                col is None
+                or not 1 <= e.after_tasks <= len(tasks)
+                or (e.metric, e.split) != (metrics[col], splits[col])
+            ):
                 continue
-            if matrix[e.after_tasks - 1][col] is None:
-                matrix[e.after_tasks - 1][col] = e.value
-        return [t.name for t in tasks], matrix
+            cells.append((e.after_tasks - 1, col, e))
+        return [t.name for t in tasks], cells
+
+    def task_table(self, include_retired: bool = False, include_pending: bool = False) -> list[records.TaskSummary]:
+        """``tasks()`` with each task's bundle size and parameter count and its registration score, in
+        two queries however many tasks there are (``cadapt tasks`` used to open two sessions per task)."""
+        wanted = _statuses(include_retired, include_pending)
+        primary = and_(TaskRow.id == EvaluationRow.task_id, TaskRow.primary_metric == EvaluationRow.metric)
+        with self._read() as s:
+            rows = s.execute(
+                select(TaskRow, BundleRow.param_counts, BundleRow.size_bytes)
+                .outerjoin(BundleRow, BundleRow.task_id == TaskRow.id)
+                .where(TaskRow.status.in_(wanted))
+            ).all()
+            scores = s.execute(
+                select(EvaluationRow.task_id, EvaluationRow.split, EvaluationRow.value)
+                .join(TaskRow, primary)
+                .where(EvaluationRow.kind == "registration", TaskRow.status.in_(wanted))
+            ).all()
+        by_task: dict[int, dict[str, float]] = {}
+        for task_id, split, value in scores:
+            by_task.setdefault(task_id, {})[split] = value
+        table = []
+        for task, params, size in sorted(rows, key=lambda r: _stream_order(r[0])):
+            own = by_task.get(task.id, {})
+            chosen = task.data.get("eval_split") if task.data.get("eval_split") in own else min(own, default=None)
+            table.append(
+                records.TaskSummary(
+                    position=task.position,
+                    name=task.name,
+                    status=task.status,
+                    method=task.method,
+                    num_labels=len(task.labels),
+                    primary_metric=task.primary_metric,
+                    score=None if chosen is None else own[chosen],
+                    total_params=None if params is None else params.get("total"),
+                    bundle_bytes=size,
+                )
+            )
+        return table
 
     def dump(self) -> dict[str, Any]:
         """Surrogate ids are left out so two registries with the same content dump the same."""
@@ -165,6 +262,13 @@ class RegistryQueries(RegistryDatabase):
                         for e in s.scalars(select(EvaluationRow))
                     ),
                     key=lambda e: (e["task"], e["after_tasks"], e["split"], e["metric"], e["kind"]),
+                ),
+                "artifacts": sorted(
+                    (
+                        asdict(to_record(ArtifactRecord, a, task=names[a.task_id]))
+                        for a in s.scalars(select(ArtifactRow))
+                    ),
+                    key=lambda a: (a["task"], a["kind"]),
                 ),
             }
         content["files"] = list_files(self.root)

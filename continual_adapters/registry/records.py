@@ -69,6 +69,7 @@ class EvaluationDraft:
     value: float
     predictions_sha256: str | None = None
     kind: str = "registration"
+    confirmation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,52 @@ class EvaluationRecord:
     predictions_sha256: str | None
     kind: str
     created_at: datetime
+    confirmation: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactDraft:
+    """A file of one ``kind`` (schema.ARTIFACT_KINDS) that ``Registry.write_artifact`` wrote for a task."""
+
+    kind: str
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    task: str
+    kind: str
+    path: str
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One line of ``cadapt tasks``: ``score`` is the registration score of the primary metric, on the
+    task's eval split (else the first split by name); ``total_params`` and ``bundle_bytes`` come from
+    its bundle row, None once the task is retired or before it is ready."""
+
+    position: int | None
+    name: str
+    status: str
+    method: str
+    num_labels: int
+    primary_metric: str
+    score: float | None
+    total_params: int | None
+    bundle_bytes: int | None
 
 
 @dataclass(frozen=True)
 class FsckReport:
     """``repaired`` means orphans and dead pending rows listed here were removed by this run.
+
+    ``missing_files`` and ``checksum_mismatches`` name a ready task whose bundle is missing or
+    altered by the task's name, and one whose artifact is by "task:kind" (e.g. ``"sst2:probe"``).
 
     ``signature_mismatches`` (tasks whose signed fields no longer match their HMAC, or that are
     unsigned) is only filled when ``CADAPT_REGISTRY_KEY`` is set; fsck never repairs it, since
@@ -106,7 +148,9 @@ class FsckReport:
 
 
 # Every record type to_record builds, so each call is typed with the record it returns.
-RecordT = TypeVar("RecordT", bound=BaseModelRecord | TaskRecord | BundleRecord | EvaluationRecord)
+RecordT = TypeVar(
+    "RecordT", bound=BaseModelRecord | TaskRecord | BundleRecord | EvaluationRecord | ArtifactDraft | ArtifactRecord
+)
 
 
 def to_record(cls: type[RecordT], row: object, **extra: object) -> RecordT:

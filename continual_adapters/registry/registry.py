@@ -8,8 +8,9 @@ one lock (engine.py). This module holds the writers; `Registry` inherits the con
 schema handling (database.py), the read-side queries (queries.py) and the checks (fsck.py).
 
 Adding a task is a three-step protocol, so a crash anywhere leaves only things fsck can find:
-``begin_task`` (a ``pending`` row owned by this pid/host) -> ``write_file`` (temp file, fsync,
-atomic rename) -> ``finish_task`` (one transaction: position, bundle row, evaluations).
+``begin_task`` (a ``pending`` row owned by this pid/host) -> ``write_file`` and ``write_artifact``
+(temp file, fsync, atomic rename) -> ``finish_task`` (one transaction: position, bundle row,
+artifact rows, evaluations). Artifact reads and ``add_artifact`` are in task_artifacts.py.
 ``abort_task`` undoes an unfinished task. A crash leaves at worst a pending row whose owner is
 dead and an unreferenced file; ``fsck(repair=True)`` removes both.
 
@@ -26,7 +27,7 @@ signatures.
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -38,11 +39,10 @@ from continual_adapters.core.config import HEADS, validate_task_name
 from continual_adapters.core.errors import ConfigError, IntegrityError, RegistryError, TaskExistsError
 from continual_adapters.files.atomic import is_sha256
 from continual_adapters.registry import signing
-from continual_adapters.registry.artifacts import file_problem, remove_unreferenced, write_bundle_file
+from continual_adapters.registry.artifacts import file_problem, remove_unreferenced, write_bundle_file, write_task_file
 from continual_adapters.registry.database import resolve_url
-from continual_adapters.registry.fsck import RegistryChecks
-from continual_adapters.registry.queries import signed_fields
 from continual_adapters.registry.records import (
+    ArtifactDraft,
     BaseModelRecord,
     BundleDraft,
     BundleRecord,
@@ -53,14 +53,17 @@ from continual_adapters.registry.records import (
     to_record,
 )
 from continual_adapters.registry.schema import (
+    CONFIRMATIONS,
     EVAL_KINDS,
     SCHEMA_VERSION,
+    ArtifactRow,
     BaseModelRow,
     BundleRow,
     EvaluationRow,
     TaskRow,
     utc_now,
 )
+from continual_adapters.registry.task_artifacts import RegistryArtifacts, artifact_folder
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -106,7 +109,7 @@ def _task_rows(s: Session, ids: set[int]) -> list[TaskRow]:
     return list(s.scalars(select(TaskRow).where(TaskRow.id.in_(ids)).order_by(TaskRow.id)))
 
 
-class Registry(RegistryChecks):
+class Registry(RegistryArtifacts):
     """One registry database plus its artifact folder; every method is one short transaction."""
 
     # -- base model ----------------------------------------------------------------------------
@@ -209,6 +212,13 @@ class Registry(RegistryChecks):
         validate_task_name(name)
         return write_bundle_file(self.root, name, data, _crash_point)
 
+    def write_artifact(self, name: str, kind: str, data: bytes) -> ArtifactDraft:
+        """``write_file`` for a task's artifact of ``kind``, into that kind's folder; record it with
+        ``finish_task(..., artifacts=[draft])`` or, for a ready task, ``add_artifact``."""
+        validate_task_name(name)
+        rel, sha256, size = write_task_file(self.root, artifact_folder(kind), name, data, _crash_point, kind)
+        return ArtifactDraft(kind, rel, sha256, size)
+
     def _draft_task_ids(self, s: Session, evaluations: list[EvaluationDraft], finishing: str | None) -> dict[str, int]:
         """Evaluations may only describe tasks in the stream (or the one being finished)."""
         keys = [(e.task, e.split, e.metric, e.kind) for e in evaluations]
@@ -219,6 +229,13 @@ class Registry(RegistryChecks):
                 raise ConfigError(f"evaluation kind must be one of {', '.join(EVAL_KINDS)}, got {e.kind!r}")
             if not math.isfinite(e.value):
                 raise ConfigError(f"evaluation of task {e.task!r} has value {e.value}; SQLite would store it as NULL")
+            if e.confirmation is not None and (
+                e.confirmation not in CONFIRMATIONS or e.kind in ("registration", "skipped")
+            ):
+                raise ConfigError(
+                    f"confirmation {e.confirmation!r} of a {e.kind} evaluation of task {e.task!r}: only earlier "
+                    f"tasks' scores are confirmed, as one of {', '.join(CONFIRMATIONS)}"
+                )
         ids = {}
         for name in sorted({e.task for e in evaluations}):
             row = self._task_row(s, name)
@@ -227,34 +244,32 @@ class Registry(RegistryChecks):
             ids[name] = row.id
         return ids
 
-    def _resign(self, s: Session, tasks: list[TaskRow]) -> None:
-        """Re-signs tasks whose signed fields this transaction changed. Without the key, a registry
-        that holds signatures is refused rather than left with signatures that no longer match."""
-        key = signing.registry_key()
-        if key is None:
-            if s.scalar(select(func.count()).select_from(TaskRow).where(TaskRow.signature.is_not(None))):
-                raise RegistryError(f"registry {self._shown} is signed: set {signing.KEY_ENV} to write to it")
-            return
-        s.flush()
-        for task in tasks:
-            task.signature = signing.sign(key, signed_fields(s, task))
-
     def finish_task(
-        self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft], proof: dict[str, Any]
+        self,
+        name: str,
+        bundle: BundleDraft,
+        evaluations: list[EvaluationDraft],
+        proof: dict[str, Any],
+        artifacts: Sequence[ArtifactDraft] = (),
     ) -> TaskRecord:
         """Writers hold the registry's write lock, so a position clash can only come from a writer that
         bypasses it; such a clash is retried once."""
         _check_sha(bundle.sha256, "bundle sha256")
         for attempt in range(2):
             try:
-                return self._finish(name, bundle, evaluations, proof)
+                return self._finish(name, bundle, evaluations, proof, artifacts)
             except sa_exc.IntegrityError as err:
                 if attempt == 1:
                     raise RegistryError(f"could not record task {name!r}: {err.orig}") from err
         raise AssertionError("unreachable")
 
     def _finish(
-        self, name: str, bundle: BundleDraft, evaluations: list[EvaluationDraft], proof: dict[str, Any]
+        self,
+        name: str,
+        bundle: BundleDraft,
+        evaluations: list[EvaluationDraft],
+        proof: dict[str, Any],
+        artifacts: Sequence[ArtifactDraft],
     ) -> TaskRecord:
         with self._write() as s:
             task = self._task_row(s, name)
@@ -271,6 +286,7 @@ class Registry(RegistryChecks):
             task.position = (s.scalar(select(func.max(TaskRow.position))) or 0) + 1
             task.status, task.proof, task.updated_at = "ready", proof, now
             s.add(BundleRow(task_id=task.id, created_at=now, **asdict(bundle)))
+            self._insert_artifacts(s, task, artifacts, now)
             for e in evaluations:
                 s.add(
                     EvaluationRow(
@@ -282,6 +298,7 @@ class Registry(RegistryChecks):
                         predictions_sha256=e.predictions_sha256,
                         kind=e.kind,
                         created_at=now,
+                        confirmation=e.confirmation,
                     )
                 )
             self._resign(s, [task, *_task_rows(s, set(ids.values()) - {task.id})])
@@ -303,7 +320,7 @@ class Registry(RegistryChecks):
                 )
             s.delete(task)
             s.flush()
-            referenced = set(s.scalars(select(BundleRow.path)))
+            referenced = set(s.scalars(select(BundleRow.path))) | set(s.scalars(select(ArtifactRow.path)))
         remove_unreferenced(self.root, name, referenced)
 
     def add_evaluations(self, evaluations: list[EvaluationDraft], after_tasks: int) -> list[EvaluationRecord]:
@@ -327,6 +344,7 @@ class Registry(RegistryChecks):
                     )
                     s.add(row)
                 row.value, row.predictions_sha256, row.created_at = float(e.value), e.predictions_sha256, now
+                row.confirmation = e.confirmation
             self._resign(s, _task_rows(s, set(ids.values())))
         return [to_record(EvaluationRecord, e, after_tasks=after_tasks, created_at=now) for e in evaluations]
 
@@ -345,19 +363,20 @@ class Registry(RegistryChecks):
     # -- removing ------------------------------------------------------------------------------
 
     def remove_task(self, name: str) -> TaskRecord:
-        """Retired, not deleted: its evaluations are history the accuracy matrix still needs."""
+        """Retired, not deleted: its evaluations are history the accuracy matrix still needs. Its
+        bundle and artifacts go, rows first and files after the commit."""
         with self._write() as s:
             task = self._task_row(s, name)
             if task.status != "ready":
                 raise RegistryError(f"task {name!r} is {task.status}; only ready tasks can be removed")
             bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
-            rel = None if bundle is None else bundle.path
+            paths = self._delete_artifacts(s, task) + ([] if bundle is None else [bundle.path])
             if bundle is not None:
                 s.delete(bundle)
             task.status, task.updated_at = "retired", utc_now()
             self._resign(s, [task])
             s.flush()
             record = to_record(TaskRecord, task)
-        if rel is not None:
+        for rel in paths:
             self._safe_path(rel).unlink(missing_ok=True)
         return record

@@ -9,7 +9,7 @@ registry's own modules can share them; code outside the registry works with reco
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, MetaData, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -18,12 +18,24 @@ from continual_adapters.core.config import HEADS
 
 STATUSES = ("pending", "ready", "failed", "retired")
 EVAL_KINDS = ("registration", "reeval", "audit", "skipped")
+# How an earlier task's matrix entry was confirmed: "full" re-scored it on its data, "probe" proved
+# its outputs identical on the probe stored at its registration (the last full score carried forward).
+CONFIRMATIONS = ("full", "probe")
+# Files a task keeps beside its bundle: kind -> folder under the artifact root. The kinds are what
+# the CHECK on task_artifacts.kind allows, so adding one is a schema change.
+ARTIFACT_FOLDERS: dict[str, str] = {"probe": "probes", "centroids": "centroids"}
+ARTIFACT_KINDS: tuple[str, ...] = tuple(ARTIFACT_FOLDERS)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version -> statements that take a registry of that version to the next one. Plain SQL that
-# SQLite and PostgreSQL both accept, run by Registry.init under the write lock.
+# SQLite and PostgreSQL both accept, run by Registry.init under the write lock; tables new in a
+# version (task_artifacts in 3) are then created by Base.metadata.create_all, which skips existing ones.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE tasks ADD COLUMN signature VARCHAR(64)",),
+    2: (
+        "ALTER TABLE evaluations ADD COLUMN confirmation VARCHAR(16)",
+        "CREATE INDEX ix_evaluations_kind_task_id ON evaluations (kind, task_id)",
+    ),
 }
 
 
@@ -126,6 +138,9 @@ class EvaluationRow(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "after_tasks", "split", "metric", "kind"),
         CheckConstraint(_in("kind", EVAL_KINDS), name="kind"),
+        # Reads of one kind across all tasks (task_table's registration scores) touch only those rows;
+        # per-task reads already use the unique constraint's index, which starts with task_id.
+        Index("ix_evaluations_kind_task_id", "kind", "task_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
@@ -135,4 +150,24 @@ class EvaluationRow(Base):
     value: Mapped[float]
     predictions_sha256: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    # One of CONFIRMATIONS on rows that confirm an earlier task; NULL on registration rows and on
+    # rows written before schema 3 (a reeval row without one was a full re-score).
+    confirmation: Mapped[str | None] = mapped_column(String(16))
+
+
+class ArtifactRow(Base):
+    """A file a task keeps beside its bundle (its probe, its centroids), at most one per kind."""
+
+    __tablename__ = "task_artifacts"
+    __table_args__ = (
+        UniqueConstraint("task_id", "kind"),
+        CheckConstraint(_in("kind", ARTIFACT_KINDS), name="kind"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int]
     created_at: Mapped[datetime]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from continual_adapters.core.config import AdapterConfig, TaskSpec
+from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
 from continual_adapters.data.taskdata import DataSpec, TaskData
 from continual_adapters.registry import EvaluationDraft, TaskRecord
-from continual_adapters.training.loop import Encoded, Evaluation, TrainConfig, TrainResult
+from continual_adapters.training.loop import Encoded, Evaluation, TrainResult
 
 #: The adapter sizes `--adapter-size auto` tries, keeping the best on validation.
 AUTO_SIZES = (8, 64, 256)

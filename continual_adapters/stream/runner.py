@@ -27,6 +27,7 @@ from continual_adapters.core.config import (
     DEFAULT_LR,
     DEFAULT_TOP_LAYERS,
     AdapterConfig,
+    TrainConfig,
     validate_task_name,
 )
 from continual_adapters.core.errors import ConfigError, IntegrityError, TaskExistsError
@@ -51,7 +52,6 @@ from continual_adapters.training import distributed
 from continual_adapters.training.loop import (
     Encoded,
     Evaluation,
-    TrainConfig,
     encode,
     evaluate,
     resolve_device,

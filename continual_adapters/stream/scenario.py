@@ -30,12 +30,11 @@ from pathlib import Path
 
 import yaml
 
-from continual_adapters.core.config import METHODS, AdapterConfig, validate_task_name
+from continual_adapters.core.config import METHODS, AdapterConfig, TrainConfig, validate_task_name
 from continual_adapters.core.errors import ConfigError, DataError
 from continual_adapters.data.reader import default_data_dir, read_dataset_json, resolve_data_path
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry.registry import Registry
-from continual_adapters.training.loop import TrainConfig
 
 DATA_KEYS = ("max_train", "max_eval", "seed", "text_column", "pair_column", "label_column", "metric", "head")
 

@@ -107,15 +107,14 @@ def _stored(registry: Registry, name: str, base_sha256: str) -> torch.Tensor | N
 
 
 def task_centroids(registry: Registry, model: ContinualModel, name: str) -> torch.Tensor:
-    """The stored centroids of a ready task, recomputed from its recorded training data if needed."""
-    from continual_adapters.data.taskdata import DataSpec, load_task_data
+    """The stored centroids of a ready task, recomputed if needed from its recorded training file
+    (as recorded, sha256-checked: never a same-named file found elsewhere)."""
+    from continual_adapters.data.taskdata import load_recorded_train
 
     stored = _stored(registry, name, model.base_sha256())
     if stored is not None and stored.shape[1] == model.hidden_size:
         return stored
-    task = registry.task(name)
-    spec = DataSpec.from_dict(task.data["spec"])
-    train = load_task_data(spec).train
+    train = load_recorded_train(registry.task(name).data)
     value = compute_centroids(
         model, train.texts[:FEATURE_CAP], train.pairs[:FEATURE_CAP] if train.pairs else None, train.labels[:FEATURE_CAP]
     )

@@ -14,14 +14,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from continual_adapters.core.config import DEFAULT_EPOCHS, DEFAULT_LR
+from continual_adapters.core.config import TrainConfig
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.metrics.scoring import higher_is_better, score
 from continual_adapters.training import distributed
@@ -30,28 +30,6 @@ if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedTokenizerBase
 
     from continual_adapters.core.model import ContinualModel
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = 32
-    lr: float = DEFAULT_LR["adapters"]
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seed: int = 0
-    eval_batch_size: int = 64
-    pad_to_max_length: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("epochs and batch sizes must be at least 1")
-        if not self.lr > 0 or not 0 <= self.warmup_ratio < 1 or self.max_length < 8:
-            raise ConfigError("need lr > 0, 0 <= warmup_ratio < 1 and max_length >= 8")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -128,13 +106,14 @@ def _batches(
         yield rows, _pad(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
 
 
-def _autocast(device: torch.device) -> AbstractContextManager[Any]:
+def autocast_for(device: torch.device) -> AbstractContextManager[Any]:
+    """The precision every forward of cadapt runs in: bf16 autocast on CUDA, fp32 elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def _forward(model: ContinualModel, task: str, batch: BatchEncoding, device: torch.device) -> torch.Tensor:
     moved = {k: v.to(device) for k, v in batch.items()}
-    with _autocast(device):
+    with autocast_for(device):
         return model(moved["input_ids"], moved["attention_mask"], moved.get("token_type_ids"), task=task)
 
 

@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from continual_adapters.core.baselines import BaselineModel
-from continual_adapters.core.config import AdapterConfig, TaskSpec
+from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.files.atomic import sha256_bytes
 from continual_adapters.files.bundle import bundle_bytes, load_task, save_task
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.loop import TrainConfig
 from tests.support.tiny import tiny_batch, tiny_encoder
 
 NO_ADAPTER = AdapterConfig(bottleneck=0)

@@ -52,6 +52,15 @@ def add_task(
     return reg.finish_task(name, draft(rel, sha, size), evals, {"before": {}, "after": {}})
 
 
+# What turns a schema-3 registry back into the schema-2 one of the previous release, on either backend.
+DOWNGRADE_TO_2 = (
+    "DROP TABLE task_artifacts",
+    "DROP INDEX ix_evaluations_kind_task_id",
+    "ALTER TABLE evaluations DROP COLUMN confirmation",
+    "UPDATE cadapt_meta SET value = '2' WHERE key = 'schema_version'",
+)
+
+
 def sql(reg: Registry, statement: str, *args) -> list[tuple]:
     with sqlite3.connect(reg._db_file) as conn:
         return conn.execute(statement, args).fetchall()

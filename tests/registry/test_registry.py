@@ -20,7 +20,7 @@ from continual_adapters.core.errors import (
     TaskNotFoundError,
 )
 from continual_adapters.registry import SCHEMA_VERSION, EvaluationDraft, Registry, resolve_url
-from tests.registry.helpers import add_task, begin, dead_pid, draft, make_registry, sql
+from tests.registry.helpers import DOWNGRADE_TO_2, add_task, begin, dead_pid, draft, make_registry, sql
 
 
 def test_init_is_idempotent_and_required(tmp_path):
@@ -66,6 +66,8 @@ def test_schema_version_mismatch(tmp_path, stored, word):
 def test_version_1_registry_is_migrated_once(tmp_path):
     reg = make_registry(tmp_path)
     add_task(reg, "a")
+    for statement in DOWNGRADE_TO_2:
+        sql(reg, statement)
     sql(reg, "ALTER TABLE tasks DROP COLUMN signature")
     sql(reg, "UPDATE cadapt_meta SET value = '1'")
     with pytest.raises(SchemaVersionError, match="older.*cadapt init"):

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+from continual_adapters.core.config import TrainConfig
 from continual_adapters.core.errors import BundleError, CadaptError, RegistryError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.files.bundle import save_task
 from continual_adapters.registry.registry import BundleDraft, EvaluationDraft, Registry
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.loop import TrainConfig
 from tests.support.reliability import write_tiny_data
 from tests.support.tiny import tiny_model
 

@@ -21,12 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from continual_adapters.cli import cli
+from continual_adapters.core.config import TrainConfig
 from continual_adapters.core.errors import ConfigError, RegistryError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry.registry import EvaluationDraft, Registry
 from continual_adapters.registry.signing import KEY_ENV, canonical, sign, verify
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.loop import TrainConfig
 from tests.support.reliability import write_tiny_data
 
 KEY = "test-key-kept-outside-the-registry"

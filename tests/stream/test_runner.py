@@ -94,7 +94,7 @@ def test_carved_validation_is_recorded(tmp_path, data_dir):
 
 
 def test_adapter_size_auto_tries_three_sizes_and_keeps_the_best(tmp_path, data_dir, tiny_encoder_dir):
-    from continual_adapters.training.loop import TrainConfig
+    from continual_adapters.core.config import TrainConfig
 
     registry = Registry(tmp_path / "registry.db")
     spec = DataSpec.from_folder(data_dir / "sst2", max_train=64, max_eval=32)

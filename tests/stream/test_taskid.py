@@ -4,11 +4,11 @@ import json
 
 import torch
 
+from continual_adapters.core.config import TrainConfig
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.taskid import TaskIdentifier, centroid_path, centroids, identifier
-from continual_adapters.training.loop import TrainConfig
 from tests.support.cli import cli_ok
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from continual_adapters.core.config import TaskSpec
+from continual_adapters.core.config import TaskSpec, TrainConfig
 from continual_adapters.core.model import ContinualModel
-from continual_adapters.training.loop import Encoded, TrainConfig, train_task
+from continual_adapters.training.loop import Encoded, train_task
 from tests.support.tiny import tiny_encoder
 
 

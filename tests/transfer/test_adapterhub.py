@@ -6,13 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from continual_adapters.core.config import AdapterConfig, TaskSpec
+from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.files.bundle import bundle_bytes, parse_bundle
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.loop import TrainConfig
 from continual_adapters.transfer.adapterhub import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from continual_adapters.core.config import TrainConfig
 from continual_adapters.core.errors import BundleError, ConfigError, IntegrityError, RegistryError, TaskExistsError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.audit import audit
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.loop import TrainConfig
 from continual_adapters.transfer.archive import BUNDLE, MANIFEST, export_task, import_task
 from tests.support.cli import cli_ok
 
