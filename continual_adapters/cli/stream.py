@@ -96,7 +96,15 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cuda, mps or cpu [auto].")
 @click.option("--encoder", default=None, help="Base encoder for a new registry [all-MiniLM-L6-v2].")
-@click.option("--skip-reeval", is_flag=True, help="Do not re-evaluate earlier tasks (recorded as skipped).")
+@click.option(
+    "--reeval",
+    type=click.Choice(["probe", "full", "none"]),
+    default="probe",
+    show_default=True,
+    help="How earlier tasks are confirmed: replay their probes (bit-identical outputs, last score carried), "
+    "re-score them on their data, or not at all (recorded as skipped).",
+)
+@click.option("--skip-reeval", is_flag=True, hidden=True, help="Old spelling of --reeval none.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 @click.pass_context
@@ -130,6 +138,7 @@ def add_task(
     seed,
     device,
     encoder,
+    reeval,
     skip_reeval,
     quiet,
     as_json,
@@ -174,7 +183,9 @@ def add_task(
         seed=seed,
     )
     quiet_libraries(quiet or as_json)
-    result = runner.add_task(name, spec, adapter, config, auto_size=auto, skip_reeval=skip_reeval, method=method)
+    result = runner.add_task(
+        name, spec, adapter, config, auto_size=auto, method=method, reeval="none" if skip_reeval else reeval
+    )
     if result is None:
         return
     counts = result.param_counts
@@ -185,6 +196,10 @@ def add_task(
         f"  bundle sha256: {result.bundle_sha256}",
     ]
     lines += [f"  re-evaluated {k}: {v:.4f}" for k, v in result.reevaluated.items()]
+    probes = result.proof.get("probes") or {}
+    if probes:
+        lines.append(f"  earlier tasks confirmed by their probes (outputs bit-identical): {len(probes)}")
+    lines += [f"  {k}: {v}" for k, v in (result.proof.get("unavailable") or {}).items()]
     if result.proof.get("unchanged"):
         lines.append("  base and earlier bundles unchanged: yes (hashes before == after)")
     else:
@@ -201,21 +216,31 @@ def add_task(
     help="Allowed score difference (across devices or library versions); 0 demands an exact match.",
 )
 @click.option("--device", default=None)
+@click.option(
+    "--probe",
+    "probe_only",
+    is_flag=True,
+    help="Fast form: hashes, recorded rows and each task's probe replayed; no dataset is read.",
+)
 @json_option
 @click.pass_context
-def audit_command(ctx, tolerance, device, as_json):
+def audit_command(ctx, tolerance, device, probe_only, as_json):
     """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed."""
     from continual_adapters.stream.audit import audit
     from continual_adapters.stream.runner import Runner
 
     quiet_libraries(True)
-    report = audit(Runner(open_registry(ctx), device=device, progress=False), tolerance)
+    report = audit(Runner(open_registry(ctx), device=device, progress=False), tolerance, probe_only=probe_only)
     lines = []
     for t in report.tasks:
-        detail = f"{t.measured:.4f} (recorded {t.recorded:.4f})" if t.measured is not None else ""
+        if t.confirmed_by == "probe":
+            detail = "" if t.probe_max_diff is None else f"probe max difference {t.probe_max_diff:.3g}"
+        else:
+            detail = f"{t.measured:.4f} (recorded {t.recorded:.4f})" if t.measured is not None else ""
         lines.append(f"{'PASS' if t.ok else 'FAIL'}  {t.task:<24} {detail}")
-        lines += [f"      {p}" for p in t.problems]
+        lines += [f"      {p}" for p in t.problems + t.notes]
     mode = "exact" if tolerance == 0 else f"tolerance {tolerance}"
+    mode += ", probes only" if probe_only else ""
     lines.append(f"audit {'passed' if report.ok else 'FAILED'} ({len(report.tasks)} tasks, {mode})")
     emit(report.to_dict(), as_json, "\n".join(lines))
     if not report.ok:

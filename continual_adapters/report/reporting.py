@@ -125,7 +125,7 @@ def stream_report(registry: Registry) -> dict:
             }
             for t in tasks
         ],
-        "matrix": {"tasks": names, "R": matrix},
+        "matrix": {"tasks": names, "R": matrix, "confirmed_by": registry.confirmations()[1]},
         "metrics": summarize(matrix) if names else {},
         "forgetting_per_task": forgetting_per_task(matrix) if names else [],
         "ledger": [row.__dict__ for row in ledger],
@@ -160,7 +160,19 @@ def format_markdown(report: dict) -> str:
         "| after \\ task | " + " | ".join(names) + " |",
         "|---" * (len(names) + 1) + "|",
     ]
-    out += [f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |" for name, row in zip(names, R, strict=True)]
+    how = report["matrix"].get("confirmed_by") or [[None] * len(names) for _ in names]
+    out += [
+        f"| {name} | "
+        + " | ".join(_fmt(v) + ("ᵖ" if h == "probe" else "") for v, h in zip(row, marks, strict=True))
+        + " |"
+        for name, row, marks in zip(names, R, how, strict=True)
+    ]
+    if any(h == "probe" for marks in how for h in marks):
+        out += [
+            "",
+            "ᵖ the task's outputs were proved bit-identical by replaying its probe; its last full score "
+            "is carried forward. Unmarked entries were scored on the task's evaluation data.",
+        ]
     m = report["metrics"]
     out += [
         "",

@@ -6,6 +6,11 @@ recorded split compared with the recorded score (exactly, or within `tolerance` 
 and library versions) and the predictions' hash, the golden logits stored at registration
 compared bit for bit (`torch.equal`), else their max difference, and the rows that must agree
 with each other (`record_problems`).
+
+A task whose recorded data is gone cannot be re-scored: it is confirmed by replaying its probe
+instead (bit-identical outputs) and reported as such. `probe_only` (`cadapt audit --probe`) is
+the fast form for long streams: hashes, signatures, the rows' agreement and every probe, with
+no dataset read; tasks are attached a round at a time and released, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from continual_adapters.core.errors import CadaptError
+from continual_adapters.core.errors import CadaptError, DataError
+from continual_adapters.stream.confirm import load_probe, rounds
 from continual_adapters.stream.runner import Runner
+from continual_adapters.training.probe import check
 
 
 @dataclass
@@ -28,19 +35,24 @@ class TaskAudit:
     predictions_equal: bool | None = None
     golden_equal: bool | None = None
     golden_max_diff: float | None = None
+    #: "full" (re-scored on its data) or "probe" (its probe replayed: data unavailable, or --probe).
+    confirmed_by: str = "full"
+    probe_max_diff: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class AuditReport:
     tasks: list[TaskAudit]
     tolerance: float
+    mode: str = "full"
 
     @property
     def ok(self) -> bool:
         return all(t.ok for t in self.tasks)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "tolerance": self.tolerance, "tasks": [asdict(t) for t in self.tasks]}
+        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": [asdict(t) for t in self.tasks]}
 
 
 def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
@@ -49,6 +61,11 @@ def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
     try:
         registry.verify_bundle(name)
         evaluation = runner.evaluate_task(name)
+    except DataError as exc:
+        if not str(exc).startswith("data unavailable"):
+            result.problems.append(str(exc))
+            return result
+        return probe_audit(runner, [name], tolerance, note=f"{exc}; outputs confirmed by probe")[0]
     except CadaptError as exc:
         result.problems.append(str(exc))
         return result
@@ -113,11 +130,55 @@ def record_problems(runner: Runner, task, registration, tolerance: float) -> lis
     return problems
 
 
-def audit(runner: Runner, tolerance: float = 0.0) -> AuditReport:
+def probe_audit(runner: Runner, names: list[str], tolerance: float, note: str | None = None) -> list[TaskAudit]:
+    """Hashes, signatures, the rows' agreement and the probe of every task, a round at a time."""
+    registry, model = runner.registry, runner.model
+    results: list[TaskAudit] = []
+    for chunk in rounds(names):
+        audits = {name: TaskAudit(task=name, ok=False, confirmed_by="probe") for name in chunk}
+        probes = []
+        for name, result in audits.items():
+            try:
+                registry.verify_bundle(name)
+                runner.attach(name)
+                probe = load_probe(registry, name)
+            except CadaptError as exc:
+                result.problems.append(str(exc))
+                continue
+            if probe is None:
+                result.problems.append("no probe stored (registered before probes existed): run a full audit")
+                continue
+            probes.append(probe)
+            task = registry.task(name)
+            registration = [
+                e for e in registry.evaluations(name, kind="registration") if e.metric == task.primary_metric
+            ]
+            if registration:
+                result.recorded = result.measured = registration[0].value
+                result.problems.extend(record_problems(runner, task, registration[0], tolerance))
+        for outcome in check(model, probes, tolerance):
+            audits[outcome.task].probe_max_diff = outcome.max_abs_diff
+            if not outcome.ok:
+                audits[outcome.task].problems.append(f"probe outputs differ: {outcome.reason}")
+        for name, result in audits.items():
+            result.ok = not result.problems
+            if note:
+                result.notes.append(note)
+            if model.isolates_tasks and name in model.tasks:
+                model.remove_task(name)
+        results.extend(audits.values())
+    return results
+
+
+def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> AuditReport:
     """Audits every ready task; base-weight mismatches surface as a problem on every task."""
     tasks = runner.registry.tasks()
+    mode = "probe" if probe_only else "full"
     try:
         runner.load_model()
     except CadaptError as exc:
-        return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance)
-    return AuditReport([audit_task(runner, t.name, tolerance) for t in tasks], tolerance)
+        return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode)
+    names = [t.name for t in tasks]
+    if probe_only:
+        return AuditReport(probe_audit(runner, names, tolerance), tolerance, mode)
+    return AuditReport([audit_task(runner, name, tolerance) for name in names], tolerance, mode)

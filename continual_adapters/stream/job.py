@@ -23,7 +23,10 @@ from continual_adapters.training.loop import Encoded, Evaluation, TrainResult
 #: The adapter sizes `--adapter-size auto` tries, keeping the best on validation.
 AUTO_SIZES = (8, 64, 256)
 #: Evaluation rows whose logits are stored as the task's golden outputs (checked by the audit).
-PROBE_SIZE = 8
+GOLDEN_ROWS = 8
+#: How an addition confirms the earlier tasks: replay their probes (outputs proved bit-identical,
+#: the last full score carried forward), re-score them in full on their data, or not at all.
+REEVAL_POLICIES = ("probe", "full", "none")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class TaskJob:
     train: TrainConfig
     auto_size: bool = False
     top_layers: int = 0
-    skip_reeval: bool = False
+    reeval: str = "probe"
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -82,18 +85,26 @@ class Confirmation:
     after: dict[str, Any]
     drafts: list[EvaluationDraft]
     reevaluated: dict[str, float]
+    policy: str = "probe"
+    #: Per earlier task: the largest difference between its replayed and recorded probe logits.
+    probes: dict[str, float] = field(default_factory=dict)
+    #: Earlier tasks whose data could not be read for a full re-score (confirmed by probe instead).
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def unchanged(self) -> bool:
         return self.before == self.after
 
     def proof(self, evaluation: Evaluation) -> dict[str, Any]:
-        rows = min(PROBE_SIZE, len(evaluation.logits))
+        rows = min(GOLDEN_ROWS, len(evaluation.logits))
         return {
             "before": self.before,
             "after": self.after,
             "unchanged": self.unchanged,
-            "golden": {"rows": list(range(rows)), "logits": evaluation.logits[:PROBE_SIZE].tolist()},
+            "golden": {"rows": list(range(rows)), "logits": evaluation.logits[:GOLDEN_ROWS].tolist()},
+            "confirmation": self.policy,
+            "probes": self.probes,
+            "unavailable": self.unavailable,
         }
 
 
@@ -122,6 +133,8 @@ class AddTaskResult:
             "history": self.history,
             "size_search": self.size_search,
             "reevaluated": self.reevaluated,
+            "confirmation": self.proof.get("confirmation"),
+            "probes": self.proof.get("probes", {}),
             "unchanged": self.proof.get("unchanged"),
         }
 

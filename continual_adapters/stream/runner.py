@@ -37,8 +37,10 @@ from continual_adapters.data.taskdata import DataSpec, load_eval_split, load_tas
 from continual_adapters.files.atomic import sha256_file
 from continual_adapters.files.bundle import bundle_bytes, load_task
 from continual_adapters.metrics.scoring import higher_is_better
-from continual_adapters.registry import BundleDraft, EvaluationDraft, Registry
+from continual_adapters.registry import ArtifactDraft, BundleDraft, EvaluationDraft, Registry
+from continual_adapters.stream.confirm import PROBE_KIND, Confirmed, EarlierTasks
 from continual_adapters.stream.job import (
+    REEVAL_POLICIES,
     AddTaskResult,
     Confirmation,
     EncodedSplits,
@@ -57,6 +59,7 @@ from continual_adapters.training.loop import (
     resolve_device,
     train_task,
 )
+from continual_adapters.training.probe import build_probe, probe_bytes
 
 
 class Runner:
@@ -124,23 +127,31 @@ class Runner:
                 load_task(self.model, self.registry.bundle_path(other), expected_sha256=record.sha256)
 
     def snapshot(self, names: list[str]) -> dict[str, Any]:
-        """Hashes of the base weights, every earlier bundle file and every attached task's tensors."""
+        """Hashes of the base weights, every earlier bundle file and the tensors of those attached
+        (all of them for a method that shares weights; none otherwise: their probes speak for them)."""
         model = self.model
         return {
             "base_sha256": model.base_sha256(refresh=True),
             "bundle_files": {n: sha256_file(self.registry.bundle_path(n)) for n in names},
-            "task_tensors": {n: model.task_sha256(n) for n in names},
+            "task_tensors": {} if model.isolates_tasks else {n: model.task_sha256(n) for n in names},
         }
 
     def evaluate_task(self, name: str, batch_size: int = 64) -> Evaluation:
         """Re-evaluates a registered task on the split recorded with it."""
+        return self.rescore(name, batch_size)[0]
+
+    def rescore(self, name: str, batch_size: int = 64) -> tuple[Evaluation, Encoded]:
+        """A registered task's fresh evaluation on its recorded split, and that split encoded."""
         task = self.registry.task(name)
         self.attach(name)
         split, targets = load_eval_split(task.data, task.labels)
         spec = self.model.spec(name)
         max_length = self.registry.bundle(name).hyperparameters.get("max_length", 128)
         encoded = encode(self.model.tokenizer, split.texts, split.pairs, targets, max_length, spec.head)
-        return evaluate(self.model, name, encoded, batch_size, progress=self.progress)
+        return evaluate(self.model, name, encoded, batch_size, progress=self.progress), encoded
+
+    def earlier_tasks(self) -> EarlierTasks:
+        return EarlierTasks(self.registry, self.model, self.attach, self.rescore)
 
     def add_task(
         self,
@@ -151,17 +162,23 @@ class Runner:
         auto_size: bool = False,
         skip_reeval: bool = False,
         method: str | None = None,
+        reeval: str = "probe",
     ) -> AddTaskResult | None:
         """Registers a new task (see the module docstring). Under a multi-process launch only the
-        main process registers; the others train their share and return None."""
-        job = self.plan(name, data, adapter, train, auto_size, skip_reeval, method)
+        main process registers; the others train their share and return None. `reeval` is how the
+        earlier tasks are confirmed (`REEVAL_POLICIES`); `skip_reeval` is the old spelling of "none"."""
+        job = self.plan(name, data, adapter, train, auto_size, "none" if skip_reeval else reeval, method)
         encoded = self.encode(job)
         if not self.world.is_main:
             self.train(job, encoded)
             return None
         earlier = [t.name for t in self.registry.tasks()]
-        for other in earlier:
-            self.attach(other)
+        if self.model.isolates_tasks:  # earlier tasks are attached a round at a time when confirmed
+            for other in list(self.model.tasks):
+                self.model.remove_task(other)
+        else:  # one shared encoder: every earlier head rides on it
+            for other in earlier:
+                self.attach(other)
         before = self.snapshot(earlier)
         self.registry.begin_task(
             name,
@@ -176,9 +193,11 @@ class Runner:
             evaluation = evaluate(
                 self.model, name, encoded.evaluation, job.train.eval_batch_size, progress=self.progress
             )
+            probe = build_probe(self.model, name, encoded.evaluation)
             bundle = self.registry.write_file(name, bundle_bytes(self.model, name))
+            artifacts = [self.registry.write_artifact(name, PROBE_KIND, probe_bytes(probe))]
             confirmation = self.confirm(job, earlier, before)
-            return self.register(job, trained, evaluation, bundle, confirmation)
+            return self.register(job, trained, evaluation, bundle, artifacts, confirmation)
         except BaseException:
             if name in self.model.tasks:
                 self.model.remove_task(name)
@@ -192,11 +211,13 @@ class Runner:
         adapter: AdapterConfig | None,
         train: TrainConfig | None,
         auto_size: bool,
-        skip_reeval: bool,
+        reeval: str,
         method: str | None,
     ) -> TaskJob:
         """Every check that needs no training, then the data: a refused task writes nothing."""
         validate_task_name(name)
+        if reeval not in REEVAL_POLICIES:
+            raise ConfigError(f"unknown re-evaluation policy {reeval!r}; choose one of {', '.join(REEVAL_POLICIES)}")
         self.registry.ensure()
         method = method or self.method
         if (method in BASELINE_METHODS or self.method in BASELINE_METHODS) and method != self.method:
@@ -216,7 +237,7 @@ class Runner:
             train=train or TrainConfig(lr=DEFAULT_LR[method]),
             auto_size=auto_size,
             top_layers=self._top_layers if method == "top-k" else 0,
-            skip_reeval=skip_reeval,
+            reeval=reeval,
         )
 
     def encode(self, job: TaskJob) -> EncodedSplits:
@@ -267,23 +288,28 @@ class Runner:
         return trained
 
     def confirm(self, job: TaskJob, earlier: list[str], before: dict[str, Any]) -> Confirmation:
-        """Re-scores every earlier task and hashes everything again; a method that isolates tasks
-        aborts here if anything it must not touch changed."""
-        drafts: list[EvaluationDraft] = []
-        reevaluated: dict[str, float] = {}
-        for other in earlier:
-            task = self.registry.task(other)
-            split = task.data["eval_split"]
-            if job.skip_reeval:
-                drafts.append(EvaluationDraft(other, split, task.primary_metric, 0.0, kind="skipped"))
-                continue
-            again = self.evaluate_task(other, job.train.eval_batch_size)
-            reevaluated[other] = again.scores[task.primary_metric]
-            drafts.extend(
-                EvaluationDraft(other, split, m, v, again.predictions_sha256, kind="reeval")
-                for m, v in again.scores.items()
-            )
-        confirmation = Confirmation(before, self.snapshot(earlier), drafts, reevaluated)
+        """Confirms every earlier task (confirm.py) and hashes everything again; a method that
+        isolates tasks aborts here if anything it must not touch changed. A method that shares
+        weights is always re-scored in full: its earlier outputs do change."""
+        shared = not self.model.isolates_tasks
+        policy = "full" if shared and job.reeval != "none" else job.reeval
+        if policy == "none":
+            drafts = [
+                EvaluationDraft(t.name, t.data["eval_split"], t.primary_metric, 0.0, kind="skipped")
+                for t in map(self.registry.task, earlier)
+            ]
+            confirmed = Confirmed(drafts)
+        else:
+            confirmed = self.earlier_tasks().confirm(earlier, policy, keep_attached=shared)
+        confirmation = Confirmation(
+            before,
+            self.snapshot(earlier),
+            confirmed.drafts,
+            confirmed.rescored,
+            policy,
+            confirmed.probes,
+            confirmed.unavailable,
+        )
         if not confirmation.unchanged and self.model.isolates_tasks:
             changed = [k for k in before if before[k] != confirmation.after[k]]
             raise IntegrityError(f"earlier tasks or the base changed while adding {job.name!r}: {changed}")
@@ -295,9 +321,11 @@ class Runner:
         trained: Trained,
         evaluation: Evaluation,
         bundle: tuple[str, str, int],
+        artifacts: list[ArtifactDraft],
         confirmation: Confirmation,
     ) -> AddTaskResult:
-        """The task's centroids (for `--task auto`), then its bundle row, scores and proof in one commit."""
+        """The task's centroids (for `--task auto`), then its bundle and probe rows, scores and proof in
+        one commit."""
         model, name, train = self.model, job.name, job.loaded.train
         rows = slice(0, FEATURE_CAP)
         centroids = compute_centroids(
@@ -343,7 +371,7 @@ class Runner:
             for m, v in evaluation.scores.items()
         ]
         proof = confirmation.proof(evaluation)
-        record = self.registry.finish_task(name, draft, drafts + confirmation.drafts, proof)
+        record = self.registry.finish_task(name, draft, drafts + confirmation.drafts, proof, artifacts)
         return AddTaskResult(
             record,
             evaluation.scores,
