@@ -242,10 +242,11 @@ def run_method(
         )
         if result is None:  # another process of a multi-process launch registers; this one only trained
             continue
+        confirmed = [f"re-scored {k} {v:.4f}" for k, v in result.reevaluated.items()]
+        confirmed += [f"{len(result.proof['probes'])} confirmed by probe"] if result.proof.get("probes") else []
         log(
             f"[{settings.label} seed {seed}]   {task.name}: {result.task.primary_metric} "
-            f"{result.scores[result.task.primary_metric]:.4f}; re-evaluated "
-            + ", ".join(f"{k} {v:.4f}" for k, v in result.reevaluated.items())
+            f"{result.scores[result.task.primary_metric]:.4f}" + "".join(f"; {c}" for c in confirmed)
         )
         outcome.added.append(task.name)
     return outcome
