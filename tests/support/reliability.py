@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from continual_adapters.cli import cli
+from continual_adapters.registry.schema import ARTIFACT_FOLDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("reliability_worker.py")
@@ -112,11 +114,48 @@ class ForkServer:
         self.proc.wait(60)
 
 
+def leftover_kind(path: str, name: str) -> str | None:
+    """Says "final" or "temp" when ``path`` is one of task ``name``'s files in a task folder (its
+    ``<task>-<sha16>.safetensors``, or the ``.tmp-<task>-<16 hex>`` of a write in progress), else None."""
+    folder, _, entry = path.partition("/")
+    if folder not in task_folders(set()):
+        return None
+    if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.safetensors", entry):
+        return "final"
+    return "temp" if re.fullmatch(rf"\.tmp-{re.escape(name)}-[0-9a-f]{{16}}", entry) else None
+
+
+def referenced_paths(backend) -> set[str]:
+    """Every file a row points at, read with raw SQL: bundle rows and task_artifacts rows alike, so
+    the check holds whichever files add-task writes (today its bundle, soon its probe as well)."""
+    paths = [row[0] for row in backend.execute("SELECT path FROM bundles UNION ALL SELECT path FROM task_artifacts")]
+    assert len(paths) == len(set(paths)), f"two rows point at one file: {sorted(paths)}"
+    return set(paths)
+
+
+def task_folders(referenced: set[str]) -> set[str]:
+    """bundles/ and one folder per artifact kind as the schema declares them (not the list fsck
+    scans, so a folder fsck forgot is still looked at), plus any folder a row points into."""
+    return {"bundles", *ARTIFACT_FOLDERS.values()} | {path.split("/", 1)[0] for path in referenced}
+
+
+def files_on_disk(root: Path, folders: set[str]) -> set[str]:
+    """Every entry of those folders (final files and temporaries alike), relative to the root."""
+    return {f"{folder}/{e}" for folder in folders if (root / folder).is_dir() for e in os.listdir(root / folder)}
+
+
+def _assert_file(root: Path, path: str, sha: str, size: int, what: str) -> None:
+    data = (root / path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == sha and len(data) == size, what
+
+
 def assert_consistent(backend, registry) -> dict:
     """The crash-safety claim, checked from the raw rows rather than through the registry's own
     readers: every ready row has its bundle row, its registration scores and a file whose bytes
-    hash to the recorded sha256; a pending row has nothing else; positions have no holes; and fsck
-    names exactly the unreferenced files and the pending rows of dead owners. Returns fsck's view."""
+    hash to the recorded sha256, and so has each of its artifact rows; a pending row has nothing
+    else; positions have no holes; every pending row's owner is dead (the process was killed), so
+    every file in bundles/ or an artifact folder that no row references is debris; and fsck names
+    exactly those files and the dead pending rows. Returns fsck's view and the artifact count."""
     if backend.kind == "sqlite":
         assert backend.execute("PRAGMA integrity_check") == [("ok",)]
         assert backend.execute("PRAGMA foreign_key_check") == []
@@ -130,8 +169,7 @@ def assert_consistent(backend, registry) -> dict:
     for name, status, position, path, sha, size, registrations, evaluations in rows:
         if status == "ready":
             assert position is not None and path is not None and registrations > 0, name
-            data = (registry.root / path).read_bytes()
-            assert hashlib.sha256(data).hexdigest() == sha and len(data) == size, name
+            _assert_file(registry.root, path, sha, size, name)
             registry.verify_bundle(name)
         else:
             assert status == "pending", (name, status)
@@ -140,21 +178,36 @@ def assert_consistent(backend, registry) -> dict:
         if position is not None:
             positions.append(position)
     assert sorted(positions) == list(range(1, len(positions) + 1))
-    referenced = {row[3] for row in rows if row[3] is not None}
-    bundles = registry.root / "bundles"
-    on_disk = {f"bundles/{e}" for e in os.listdir(bundles)} if bundles.is_dir() else set()
+    artifacts = backend.execute(
+        "SELECT t.name, t.status, a.kind, a.path, a.sha256, a.size_bytes "
+        "FROM task_artifacts a JOIN tasks t ON t.id = a.task_id"
+    )
+    for name, status, kind, path, sha, size in artifacts:
+        # Artifact rows commit with the bundle row, so a pending task never has one.
+        assert status == "ready", (name, kind, status)
+        assert path.startswith(f"{ARTIFACT_FOLDERS[kind]}/{name}-"), (name, kind, path)
+        _assert_file(registry.root, path, sha, size, f"{name}:{kind}")
+        assert len(registry.read_artifact(name, kind)) == size
+    referenced = referenced_paths(backend)
+    on_disk = files_on_disk(registry.root, task_folders(referenced))
     report = registry.fsck()
-    assert set(report.orphan_files) == on_disk - referenced
-    assert sorted(report.dead_pending) == sorted(pending)
+    assert sorted(report.dead_pending) == sorted(pending), "a pending row outlived its killed owner"
+    assert set(report.orphan_files) == on_disk - referenced, "fsck must list every unreferenced task file"
     assert not report.missing_files and not report.checksum_mismatches
-    return {"orphans": len(report.orphan_files), "dead_pending": len(report.dead_pending), "ready": len(positions)}
+    return {
+        "orphans": len(report.orphan_files),
+        "dead_pending": len(report.dead_pending),
+        "ready": len(positions),
+        "artifacts": len(artifacts),
+    }
 
 
 def repair_and_check(backend, registry) -> None:
-    """`cadapt fsck --repair`, then nothing is left over: only referenced files, no pending rows."""
+    """`cadapt fsck --repair`, then nothing is left over: no pending rows, and bundles/ and every
+    artifact folder hold exactly the files the bundle and task_artifacts rows reference."""
     result = CliRunner().invoke(cli, [*backend.cli_args(), "fsck", "--repair"])
     assert result.exit_code == 0, result.output
     assert registry.fsck().ok
-    referenced = {row[0] for row in backend.execute("SELECT path FROM bundles")}
-    assert {f"bundles/{e}" for e in os.listdir(registry.root / "bundles")} == referenced
+    referenced = referenced_paths(backend)
+    assert files_on_disk(registry.root, task_folders(referenced)) == referenced
     assert backend.execute("SELECT name FROM tasks WHERE status = 'pending'") == []
