@@ -22,6 +22,7 @@ import os
 import stat
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -155,9 +156,16 @@ def _header_length(prefix: bytes, size: int, source: str) -> int:
 
 
 def parse_header(data: bytes, source: str = "bundle", size: int | None = None) -> tuple[dict, dict[str, dict]]:
-    """(config, tensor entries) from the start of a safetensors file of `size` bytes (default: all
+    """(config, tensor entries) of a bundle: `read_header`, then the cadapt bundle metadata."""
+    metadata, entries = read_header(data, source, size)
+    return _config_from(metadata, source), entries
+
+
+def read_header(data: bytes, source: str, size: int | None = None) -> tuple[Any, dict[str, dict]]:
+    """(metadata, tensor entries) from the start of any safetensors file of `size` bytes (default: all
     of `data`), validated without reading any tensor: JSON without duplicate keys, known dtypes,
-    shapes that match their byte ranges, and ranges that tile the data section exactly."""
+    shapes that match their byte ranges, and ranges that tile the data section exactly. Bundles and
+    probes both read their headers through it."""
     size = len(data) if size is None else size
     if len(data) < 8:
         raise BundleError(f"{source}: truncated ({len(data)} bytes), not a safetensors file")
@@ -169,8 +177,7 @@ def parse_header(data: bytes, source: str = "bundle", size: int | None = None) -
     if not isinstance(header, dict):
         raise BundleError(f"{source}: header is a JSON {type(header).__name__}, not an object")
     metadata = header.pop("__metadata__", None)
-    entries = _check_entries(header, size - 8 - header_len, source)
-    return _config_from(metadata, source), entries
+    return metadata, _check_entries(header, size - 8 - header_len, source)
 
 
 def _check_entries(header: dict, data_len: int, source: str) -> dict[str, dict]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -43,7 +42,7 @@ from safetensors.torch import save as st_save
 from continual_adapters.core.config import validate_task_name
 from continual_adapters.core.errors import BundleError, ConfigError, DataError
 from continual_adapters.data import strictjson
-from continual_adapters.files.bundle import MAX_HEADER_BYTES
+from continual_adapters.files.bundle import read_header
 from continual_adapters.training.loop import autocast_for
 
 if TYPE_CHECKING:
@@ -331,7 +330,7 @@ def parse_probe(data: bytes, source: str) -> Probe:
     read, safetensors checks that the byte ranges tile the data, and `probe_problem` the values."""
     if len(data) > MAX_PROBE_BYTES:
         raise BundleError(f"{source}: {len(data)} bytes is larger than any probe ({MAX_PROBE_BYTES})")
-    metadata, entries = _read_header(data, source)
+    metadata, entries = read_header(data, source)
     content = _probe_metadata(metadata, source)
     required = {"input_ids", "attention_mask", "logits"}
     missing, extra = sorted(required - set(entries)), sorted(set(entries) - required - {"token_type_ids"})
@@ -353,25 +352,6 @@ def parse_probe(data: bytes, source: str) -> Probe:
     if problem:
         raise BundleError(f"{source}: {problem}")
     return probe
-
-
-def _read_header(data: bytes, source: str) -> tuple[Any, dict[str, Any]]:
-    """(metadata, tensor entries) of a safetensors header: bounded length, strict JSON (no duplicate
-    keys); safetensors itself refuses gaps, overlaps and ranges that do not match their shape.
-    Stands in for files/bundle.py's `parse_header`, whose metadata check is bundle-only."""
-    if len(data) < 8:
-        raise BundleError(f"{source}: truncated ({len(data)} bytes), not a safetensors file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if not 2 <= length <= min(MAX_HEADER_BYTES, len(data) - 8):
-        raise BundleError(f"{source}: header length {length} is impossible for a {len(data)}-byte file")
-    try:
-        header = strictjson.loads(data[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BundleError(f"{source}: header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise BundleError(f"{source}: header is a JSON {type(header).__name__}, not an object")
-    metadata = header.pop("__metadata__", None)
-    return metadata, header
 
 
 def _probe_metadata(metadata: Any, source: str) -> dict[str, Any]:
