@@ -96,12 +96,10 @@ class ArtifactDraft:
 
 
 @dataclass(frozen=True)
-class ArtifactRecord:
+class ArtifactRecord(ArtifactDraft):
+    """An artifact as stored: its draft, the task it belongs to and when it was committed."""
+
     task: str
-    kind: str
-    path: str
-    sha256: str
-    size_bytes: int
     created_at: datetime
 
 
