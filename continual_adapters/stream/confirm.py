@@ -78,15 +78,25 @@ class EarlierTasks:
         tasks = {name: self.registry.task(name) for name in chunk}
         probes = {name: load_probe(self.registry, name) for name in chunk}
         full = set(chunk) if policy == "full" else {n for n in chunk if probes[n] is None}
+        unscored: set[str] = set()
         for name in sorted(full, key=chunk.index):
+            task = tasks[name]
             try:
                 evaluation, encoded = self.rescore(name)
             except DataError as exc:
-                if probes[name] is None or not str(exc).startswith("data unavailable"):
+                if not str(exc).startswith("data unavailable"):
+                    raise
+                if not self.model.isolates_tasks:
+                    # Shared weights changed its outputs on purpose: no probe can stand in for a score.
+                    confirmed.unavailable[name] = f"{exc}; not scored at this step"
+                    split = task.data["eval_split"]
+                    confirmed.drafts.append(EvaluationDraft(name, split, task.primary_metric, 0.0, kind="skipped"))
+                    unscored.add(name)
+                    continue
+                if probes[name] is None:
                     raise
                 confirmed.unavailable[name] = str(exc)
                 continue
-            task = tasks[name]
             confirmed.rescored[name] = evaluation.scores[task.primary_metric]
             split = task.data["eval_split"]
             confirmed.drafts.extend(
@@ -95,7 +105,8 @@ class EarlierTasks:
             )
             if probes[name] is None:
                 self._backfill_probe(name, encoded)
-        replayed = [probe for name, probe in probes.items() if probe is not None and name not in confirmed.rescored]
+        skip = set(confirmed.rescored) | unscored
+        replayed = [probe for name, probe in probes.items() if probe is not None and name not in skip]
         for result in check(self.model, replayed):
             if not result.ok:
                 raise IntegrityError(

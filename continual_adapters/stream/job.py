@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ class AddTaskResult:
     size_search: list[dict[str, Any]]
     reevaluated: dict[str, float] = field(default_factory=dict)
     proof: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,7 +138,23 @@ class AddTaskResult:
             "confirmation": self.proof.get("confirmation"),
             "probes": self.proof.get("probes", {}),
             "unchanged": self.proof.get("unchanged"),
+            "timings_s": self.timings,
         }
+
+
+class PhaseClock:
+    """Wall time of an addition's phases (prepare, train, confirm, register), in seconds: what
+    `--json` reports and bench/scale.py plots, so a slow addition says where its time went."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.phases[phase] = round(now - self.start, 4)
+        self.start = now
+        return dict(self.phases)
 
 
 def library_versions() -> dict[str, str]:

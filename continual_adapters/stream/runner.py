@@ -7,10 +7,12 @@
 2. encode the splits once; load the base encoder and every ready bundle (sha256-verified) and
    hash all of them; register the task as `pending`;
 3. train its modules (every size, under `--adapter-size auto`) and evaluate them;
-4. write the bundle file (temp name, fsync, rename);
-5. confirm the earlier tasks: re-evaluate each and hash the base and every earlier bundle again,
-   aborting on any difference (unless the method shares weights, which the proof then records);
-6. register: commit the bundle, the new row of the accuracy matrix and the proof in one transaction.
+4. write the bundle file, its probe and its centroids (temp name, fsync, rename);
+5. confirm the earlier tasks (confirm.py: replay their probes, or re-score them under `--reeval
+   full`) and hash the base and every earlier bundle again, aborting on any difference (unless
+   the method shares weights, which the proof then records);
+6. register: commit the bundle, its probe and centroids, the new row of the accuracy matrix and
+   the proof in one transaction.
 
 Any failure after the pending row exists removes it and the file, leaving the registry as it was.
 """
@@ -44,12 +46,13 @@ from continual_adapters.stream.job import (
     AddTaskResult,
     Confirmation,
     EncodedSplits,
+    PhaseClock,
     TaskJob,
     Trained,
     git_commit,
     library_versions,
 )
-from continual_adapters.stream.taskid import FEATURE_CAP, compute_centroids, save_centroids
+from continual_adapters.stream.taskid import CENTROIDS_KIND, FEATURE_CAP, centroid_bytes, compute_centroids
 from continual_adapters.training import distributed
 from continual_adapters.training.loop import (
     Encoded,
@@ -167,6 +170,7 @@ class Runner:
         """Registers a new task (see the module docstring). Under a multi-process launch only the
         main process registers; the others train their share and return None. `reeval` is how the
         earlier tasks are confirmed (`REEVAL_POLICIES`); `skip_reeval` is the old spelling of "none"."""
+        clock = PhaseClock()
         job = self.plan(name, data, adapter, train, auto_size, "none" if skip_reeval else reeval, method)
         encoded = self.encode(job)
         if not self.world.is_main:
@@ -180,6 +184,7 @@ class Runner:
             for other in earlier:
                 self.attach(other)
         before = self.snapshot(earlier)
+        clock.lap("prepare")
         self.registry.begin_task(
             name,
             labels=job.loaded.labels,
@@ -195,9 +200,16 @@ class Runner:
             )
             probe = build_probe(self.model, name, encoded.evaluation)
             bundle = self.registry.write_file(name, bundle_bytes(self.model, name))
-            artifacts = [self.registry.write_artifact(name, PROBE_KIND, probe_bytes(probe))]
+            artifacts = [
+                self.registry.write_artifact(name, PROBE_KIND, probe_bytes(probe)),
+                self.registry.write_artifact(name, CENTROIDS_KIND, self.centroids(job)),
+            ]
+            clock.lap("train")
             confirmation = self.confirm(job, earlier, before)
-            return self.register(job, trained, evaluation, bundle, artifacts, confirmation)
+            clock.lap("confirm")
+            result = self.register(job, trained, evaluation, bundle, artifacts, confirmation)
+            result.timings = clock.lap("register")
+            return result
         except BaseException:
             if name in self.model.tasks:
                 self.model.remove_task(name)
@@ -287,6 +299,13 @@ class Runner:
         model.eval()
         return trained
 
+    def centroids(self, job: TaskJob) -> bytes:
+        """The new task's centroids for `--task auto` (taskid.py), from its training split."""
+        train, rows = job.loaded.train, slice(0, FEATURE_CAP)
+        pairs = train.pairs[rows] if train.pairs else None
+        value = compute_centroids(self.model, train.texts[rows], pairs, train.labels[rows])
+        return centroid_bytes(job.name, value, self.model.base_sha256())
+
     def confirm(self, job: TaskJob, earlier: list[str], before: dict[str, Any]) -> Confirmation:
         """Confirms every earlier task (confirm.py) and hashes everything again; a method that
         isolates tasks aborts here if anything it must not touch changed. A method that shares
@@ -324,14 +343,8 @@ class Runner:
         artifacts: list[ArtifactDraft],
         confirmation: Confirmation,
     ) -> AddTaskResult:
-        """The task's centroids (for `--task auto`), then its bundle and probe rows, scores and proof in
-        one commit."""
-        model, name, train = self.model, job.name, job.loaded.train
-        rows = slice(0, FEATURE_CAP)
-        centroids = compute_centroids(
-            model, train.texts[rows], train.pairs[rows] if train.pairs else None, train.labels[rows]
-        )
-        save_centroids(self.registry, name, centroids, model.base_sha256())
+        """The task's bundle and artifact rows, scores and proof in one commit."""
+        model, name = self.model, job.name
         counts = model.parameter_counts(name).to_dict()
         self.registry.set_base_model(
             model.base_name,

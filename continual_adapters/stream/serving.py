@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from continual_adapters.core.errors import DataError, TaskNotFoundError
+from continual_adapters.stream.confirm import TASKS_PER_ROUND, rounds
 
 if TYPE_CHECKING:
     from continual_adapters.core.model import Prediction
@@ -90,9 +91,16 @@ def read_inputs(
 
 
 def predict_inputs(
-    runner: Runner, inputs: Inputs, task: str | None, batch_size: int = 32, max_length: int = 128
+    runner: Runner,
+    inputs: Inputs,
+    task: str | None,
+    batch_size: int = 32,
+    max_length: int = 128,
+    tasks_per_round: int = TASKS_PER_ROUND,
 ) -> list[Prediction]:
-    """Predictions for every input; attaches (sha256-verified) only the tasks it routes to."""
+    """Predictions for every input, in input order. Only the tasks it routes to are attached
+    (sha256-verified), `tasks_per_round` at a time and released after their rows, so a file that
+    spans 200 tasks never holds 200 adapters; rows of one round still share encoder passes."""
     ready = [t.name for t in runner.registry.tasks()]
     if task == "auto":
         from continual_adapters.stream.taskid import base_features, identifier
@@ -106,10 +114,27 @@ def predict_inputs(
         names = [task] * len(inputs.texts)
     else:
         raise DataError("name a task (--task NAME or --task auto) or give a task column")
-    for name in dict.fromkeys(names):
+    routed = list(dict.fromkeys(names))
+    for name in routed:
         if name not in ready:
             raise TaskNotFoundError(f"no ready task {name!r} in this registry (ready: {', '.join(ready) or 'none'})")
-        runner.attach(name)
-    return runner.model.predict(
-        inputs.texts, task=names, pairs=inputs.pairs, batch_size=batch_size, max_length=max_length
-    )
+    resident = set(runner.model.tasks)
+    results: list[Prediction | None] = [None] * len(names)
+    for group in rounds(routed, tasks_per_round):
+        members = set(group)
+        rows = [i for i, name in enumerate(names) if name in members]
+        for name in group:
+            runner.attach(name)
+        predicted = runner.model.predict(
+            [inputs.texts[i] for i in rows],
+            task=[names[i] for i in rows],
+            pairs=[inputs.pairs[i] for i in rows] if inputs.pairs else None,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
+        for i, prediction in zip(rows, predicted, strict=True):
+            results[i] = prediction
+        if runner.model.isolates_tasks:  # release what this call attached: memory stays bounded
+            for name in members - resident:
+                runner.model.remove_task(name)
+    return [r for r in results if r is not None]

@@ -6,32 +6,33 @@ data: the nearest centroid's task wins. Per-label centroids rather than one per 
 a task's classes can be far apart in feature space (TREC's "HUM" vs "NUM" questions).
 
 Adding a task only adds its centroids; nothing earlier is retrained, so identification of
-earlier tasks can only lose to a genuinely similar new task, never drift. Centroids live with
-the registry, in `<artifacts>/taskid/<task>.safetensors`, tagged with the base weights' sha256;
-the file is a cache of a pure function of the recorded training data, so a missing or stale
-one (an imported task, an older registry) is recomputed from that data and written back.
+earlier tasks can only lose to a genuinely similar new task, never drift. Centroids are a
+registered artifact of their task (kind "centroids", committed with its bundle, sha256-checked
+on every read, tagged with the base weights' sha256), so routing needs no dataset file; a task
+without them (imported, or from an older registry) gets them once from its recorded data.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from continual_adapters.core.errors import DataError
-from continual_adapters.files.atomic import atomic_write
+from continual_adapters.core.errors import BundleError, DataError, IntegrityError
+from continual_adapters.files.bundle import read_header
 
 if TYPE_CHECKING:
     from continual_adapters.core.model import ContinualModel
     from continual_adapters.registry import Registry
 
 FEATURE_CAP = 2000
+CENTROIDS_KIND = "centroids"
+CENTROID_META = "cadapt_taskid"
 
 
 @torch.no_grad()
@@ -82,43 +83,42 @@ class TaskIdentifier:
         return [owners[i] for i in similarity.argmax(-1).tolist()]
 
 
-def centroid_path(registry: Registry, name: str) -> Path:
-    return Path(registry.root) / "taskid" / f"{name}.safetensors"
+def centroid_bytes(name: str, value: torch.Tensor, base_sha256: str) -> bytes:
+    """A task's centroids as a safetensors file tagged with its task and base weights."""
+    meta = {CENTROID_META: json.dumps({"task": name, "base_sha256": base_sha256}, sort_keys=True)}
+    return save({"centroids": value.contiguous().float()}, metadata=meta)
 
 
-def save_centroids(registry: Registry, name: str, value: torch.Tensor, base_sha256: str) -> Path:
-    meta = {"cadapt_taskid": json.dumps({"task": name, "base_sha256": base_sha256}, sort_keys=True)}
-    return atomic_write(centroid_path(registry, name), save({"centroids": value.contiguous()}, metadata=meta))
-
-
-def _stored(registry: Registry, name: str, base_sha256: str) -> torch.Tensor | None:
-    path = centroid_path(registry, name)
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:  # a cache: anything unreadable is recomputed, never trusted
-        with safe_open(path, framework="pt") as stored:
-            meta = json.loads(stored.metadata()["cadapt_taskid"])
-            tensor = stored.get_tensor("centroids")
-    except Exception:
-        return None
-    if meta.get("task") != name or meta.get("base_sha256") != base_sha256 or tensor.ndim != 2:
-        return None
+def parse_centroids(data: bytes, name: str, base_sha256: str, hidden_size: int) -> torch.Tensor:
+    """The centroids in a registered artifact (already sha256-checked by the registry), refused with
+    IntegrityError when they belong to another task, another base or another width."""
+    try:
+        metadata, _ = read_header(data, f"centroids of task {name!r}")
+        meta = json.loads(metadata[CENTROID_META])
+        tensor = load(data)["centroids"]
+    except (BundleError, KeyError, TypeError, ValueError, SafetensorError) as exc:
+        raise IntegrityError(f"the centroids of task {name!r} are not a centroid file ({exc})") from None
+    if meta.get("task") != name or meta.get("base_sha256") != base_sha256:
+        raise IntegrityError(f"the centroids stored for task {name!r} were computed for {meta}")
+    if tensor.ndim != 2 or tensor.shape[1] != hidden_size:
+        raise IntegrityError(f"the centroids of task {name!r} have shape {tuple(tensor.shape)}")
     return tensor.float()
 
 
 def task_centroids(registry: Registry, model: ContinualModel, name: str) -> torch.Tensor:
-    """The stored centroids of a ready task, recomputed if needed from its recorded training file
-    (as recorded, sha256-checked: never a same-named file found elsewhere)."""
+    """A ready task's registered centroids. A task registered before centroids were an artifact (or
+    imported without them) gets them computed once from its recorded training file (as recorded,
+    sha256-checked: never a same-named file found elsewhere) and attached to it."""
+    base = model.base_sha256()
+    if registry.artifact(name, CENTROIDS_KIND) is not None:
+        return parse_centroids(registry.read_artifact(name, CENTROIDS_KIND), name, base, model.hidden_size)
     from continual_adapters.data.taskdata import load_recorded_train
 
-    stored = _stored(registry, name, model.base_sha256())
-    if stored is not None and stored.shape[1] == model.hidden_size:
-        return stored
     train = load_recorded_train(registry.task(name).data)
     value = compute_centroids(
         model, train.texts[:FEATURE_CAP], train.pairs[:FEATURE_CAP] if train.pairs else None, train.labels[:FEATURE_CAP]
     )
-    save_centroids(registry, name, value, model.base_sha256())
+    registry.add_artifact(name, registry.write_artifact(name, CENTROIDS_KIND, centroid_bytes(name, value, base)))
     return value
 
 

@@ -52,7 +52,7 @@ def test_probes_confirm_earlier_tasks_without_their_data(tmp_path, data_dir, tin
     assert names == ["sst2", "trec", "mr"] and all(v is not None for i, row in enumerate(matrix) for v in row[: i + 1])
     assert how[2] == ["probe", "probe", "registration"] and how[1] == ["probe", "registration", None]
     assert matrix[2][0] == matrix[1][0] == matrix[0][0]  # carried forward: the last full score
-    assert [a.kind for a in registry.artifacts("mr")] == ["probe"]
+    assert [a.kind for a in registry.artifacts("mr")] == ["centroids", "probe"]
     report = audit(Runner(registry, encoder=tiny_encoder_dir, progress=False))
     assert report.ok  # no data to re-score sst2 and trec: their probes confirm them, and it is said
     by_task = {t.task: t for t in report.tasks}
@@ -100,6 +100,20 @@ def test_full_policy_without_data_falls_back_to_the_probe(tmp_path, data_dir, ti
     result = runner.add_task("trec", copy_data(data_dir, tmp_path, "trec"), train=CONFIG, reeval="full")
     assert result is not None and "data unavailable" in result.proof["unavailable"]["sst2"]
     assert result.proof["probes"] == {"sst2": 0.0} and registry.confirmations()[1][1][0] == "probe"
+
+
+def test_naive_without_earlier_data_says_so_instead_of_failing(tmp_path, data_dir, tiny_encoder_dir):
+    """Shared weights change earlier outputs on purpose, so a missing dataset cannot be stood in for by
+    the probe: the entry is recorded as not scored and the proof names the task."""
+    registry = Registry(tmp_path / "registry.db")
+    runner = Runner(registry, encoder=tiny_encoder_dir, progress=False, method="naive")
+    runner.add_task("sst2", copy_data(data_dir, tmp_path, "sst2"), train=CONFIG)
+    shutil.rmtree(tmp_path / "data" / "sst2")
+    result = runner.add_task("trec", copy_data(data_dir, tmp_path, "trec"), train=CONFIG)
+    assert result is not None and "data unavailable" in result.proof["unavailable"]["sst2"]
+    assert result.proof["probes"] == {} and result.reevaluated == {}
+    names, matrix = registry.accuracy_matrix()
+    assert names == ["sst2", "trec"] and matrix[1][0] is None and matrix[1][1] is not None
 
 
 def test_tensor_changed_in_memory_is_caught_although_the_file_hash_matches(

@@ -9,7 +9,7 @@ from continual_adapters.core.errors import DataError
 from continual_adapters.data.taskdata import load_eval_split
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
-from continual_adapters.stream.serving import read_inputs
+from continual_adapters.stream.serving import Inputs, predict_inputs, read_inputs
 from tests.support.cli import cli_ok
 
 
@@ -57,6 +57,32 @@ def test_mixed_task_file_equals_per_task_predictions_in_order(stream, tmp_path):
         assert [m["label"] for m in got] == [a["label"] for a in alone]
         assert all(abs(m["score"] - a["score"]) < 1e-5 for m, a in zip(got, alone, strict=True))
         assert all(len(m["top"]) == 2 for m in got)
+
+
+def test_a_file_spanning_many_tasks_attaches_them_a_round_at_a_time(stream):
+    """Memory stays bounded: never more than `tasks_per_round` adapters resident while predicting,
+    none left behind, and the answers those of one call with every task attached."""
+    rows = []
+    for name in ("sst2", "trec", "tweeteval_emotion"):
+        _, split = _eval_rows(stream["url"], name)
+        rows += [(t, name) for t in split.texts[:4]]
+    rows = rows[::3] + rows[1::3] + rows[2::3]
+    inputs = Inputs([t for t, _ in rows], tasks=[n for _, n in rows])
+    runner = Runner(Registry(stream["url"]), progress=False)
+    resident = []
+    real = runner.model.predict
+
+    def spy(*args, **kwargs):
+        resident.append(sorted(runner.model.tasks))
+        return real(*args, **kwargs)
+
+    runner.model.predict = spy
+    bounded = predict_inputs(runner, inputs, None, tasks_per_round=1)
+    assert [len(r) for r in resident] == [1, 1, 1] and len(runner.model.tasks) == 0
+    together = predict_inputs(runner, inputs, None, tasks_per_round=16)
+    assert len(resident[-1]) == 3
+    assert [p.label for p in bounded] == [p.label for p in together]
+    assert [p.task for p in bounded] == [n for _, n in rows]
 
 
 def test_plain_output_and_errors(stream):
