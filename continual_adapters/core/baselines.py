@@ -86,7 +86,9 @@ class BaselineModel(ContinualModel):
         clone.requires_grad_(True)
         return clone
 
-    def add_task(self, spec: TaskSpec) -> BaselineTask:
+    def add_task(self, spec: TaskSpec, initialise: bool = True) -> BaselineTask:
+        """Attaches `spec`'s modules: copies of the encoder (or its top layers) and a head. `initialise`
+        is accepted for ContinualModel's interface; copies need no random init to skip."""
         if spec.name in self.tasks:
             raise TaskExistsError(f"task {spec.name!r} is already attached to this model")
         if spec.method != self.method or spec.top_k != self.top_k:

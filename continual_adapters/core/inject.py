@@ -39,12 +39,12 @@ Layer = Callable[[torch.Tensor], torch.Tensor]
 class Router:
     """Which task's modules the wrapped encoder uses for the current forward pass.
 
-    `task` routes the whole batch to one task. `groups` (task modules, row indices) routes
+    `task` routes the whole batch to one task. `groups` (task modules, row indices or a slice) routes
     each example to its own task in one forward pass; it wins over `task` when set.
     """
 
     task: TaskModules | None = None
-    groups: list[tuple[TaskModules, torch.Tensor]] = field(default_factory=list)
+    groups: list[tuple[TaskModules, torch.Tensor | slice]] = field(default_factory=list)
 
 
 def _route(router: Router, x: torch.Tensor, pick: Callable[[TaskModules], Layer], fallback: Layer) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,6 +81,15 @@ class Prediction:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
+#: Detached task modules kept for reuse (`ContinualModel.remove_task`): one confirmation round's worth.
+MAX_SPARES = 16
+
+
+def spare_key(spec: TaskSpec) -> TaskSpec:
+    """What decides a task's module shapes and forward: its spec without its name and label names."""
+    return replace(spec, name="spare", labels=tuple(str(i) for i in range(len(spec.labels))))
+
+
 def tensor_digest(named: Sequence[tuple[str, torch.Tensor]]) -> str:
     """sha256 over names, dtypes, shapes and raw bytes, so any change to any tensor shows."""
     digest = hashlib.sha256()
@@ -107,6 +116,7 @@ class ContinualModel(nn.Module):
         self.num_layers = len(self._base_norms) // 2
         self.architecture = encoder.config.model_type
         self.tasks = nn.ModuleDict()
+        self._spares: dict[TaskSpec, list[TaskModules]] = {}  # plain dict: spares are not part of the model
         self._takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         self._base_sha256: str | None = None
 
@@ -137,7 +147,10 @@ class ContinualModel(nn.Module):
     #: Whether adding a task leaves every earlier task's weights bit-identical (the proof demands it).
     isolates_tasks = True
 
-    def add_task(self, spec: TaskSpec) -> TaskModules:
+    def add_task(self, spec: TaskSpec, initialise: bool = True) -> TaskModules:
+        """Attaches fresh modules for `spec`. `initialise=False` leaves their values unset (built on
+        the meta device, then allocated): for a caller about to load every tensor from a bundle,
+        which would otherwise pay for a random init it overwrites (most of attaching a task)."""
         if spec.name in self.tasks:
             raise TaskExistsError(f"task {spec.name!r} is already attached to this model")
         if spec.method not in ADAPTER_METHODS:
@@ -145,16 +158,30 @@ class ContinualModel(nn.Module):
                 f"task {spec.name!r} uses method {spec.method!r}; load it with "
                 "continual_adapters.core.baselines.BaselineModel"
             )
-        modules = TaskModules(spec, self.hidden_size, self._base_norms).to(self.device)
+        spares = self._spares.get(spare_key(spec), [])
+        if initialise:
+            modules = TaskModules(spec, self.hidden_size, self._base_norms).to(self.device)
+        elif spares and next(spares[-1].parameters()).device == self.device:
+            modules = spares.pop()
+            modules.spec = spec
+        else:
+            with torch.device("meta"):
+                modules = TaskModules(spec, self.hidden_size, self._base_norms)
+            modules = modules.to_empty(device=self.device)
         modules.train(self.training)
         self.tasks[spec.name] = modules
         return modules
 
     def remove_task(self, name: str) -> None:
-        self.task_modules(name)
-        if self.router.task is self.tasks[name]:
+        """Detaches a task. Its modules are kept as a spare (at most `MAX_SPARES`) for the next task
+        of the same shape attached with `initialise=False`: confirming 200 tasks a round at a time
+        then builds one round of modules, not 200 (building them costs more than loading them)."""
+        modules = self.task_modules(name)
+        if self.router.task is modules:
             self.router.task = None
         del self.tasks[name]
+        if sum(map(len, self._spares.values())) < MAX_SPARES:
+            self._spares.setdefault(spare_key(modules.spec), []).append(modules)
 
     def task_modules(self, name: str) -> TaskModules:
         if name not in self.tasks:
@@ -255,7 +282,12 @@ class ContinualModel(nn.Module):
         for i, name in enumerate(tasks):
             rows.setdefault(name, []).append(i)
         modules = {name: self.task_modules(name) for name in rows}
-        index = {name: torch.tensor(r, device=input_ids.device) for name, r in rows.items()}
+        # A task's rows as a slice when they are contiguous (probes, sorted batches): a view instead
+        # of a gather and a scatter at every routed sub-layer, the main cost of mixing many tasks.
+        index: dict[str, torch.Tensor | slice] = {
+            name: slice(r[0], r[-1] + 1) if r[-1] - r[0] == len(r) - 1 else torch.tensor(r, device=input_ids.device)
+            for name, r in rows.items()
+        }
         self.router.groups = [(modules[name], index[name]) for name in rows]
         try:
             hidden = self._hidden(input_ids, attention_mask, token_type_ids)

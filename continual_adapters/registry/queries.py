@@ -7,6 +7,7 @@ in a session of `RegistryDatabase` (database.py).
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -142,6 +143,16 @@ class RegistryQueries(RegistryDatabase):
             rows, key=lambda r: (r[0].after_tasks, r[2] is None, r[2] or 0, r[0].metric, r[0].split, r[0].kind, r[1])
         )
         return [to_record(EvaluationRecord, ev, task=name) for ev, name, _ in rows]
+
+    def evaluations_of(self, names: Sequence[str]) -> dict[str, list[EvaluationRecord]]:
+        """Every evaluation row of each named task in one query, in `evaluations` order."""
+        with self._read() as s:
+            stmt = select(EvaluationRow, TaskRow.name).join(TaskRow, TaskRow.id == EvaluationRow.task_id)
+            rows = s.execute(stmt.where(TaskRow.name.in_(names))).all()
+        out: dict[str, list[EvaluationRecord]] = {name: [] for name in names}
+        for ev, name in sorted(rows, key=lambda r: (r[0].after_tasks, r[0].metric, r[0].split, r[0].kind)):
+            out[name].append(to_record(EvaluationRecord, ev, task=name))
+        return out
 
     def accuracy_matrix(
         self, metric: str | None = None, split: str | None = None

@@ -142,3 +142,24 @@ class RegistryArtifacts(RegistryChecks):
                 raise IntegrityError(f"task {name!r}: its recorded fields do not match their signature")
             path, sha256, size = row.path, row.sha256, row.size_bytes
         return read_checked(self.root, path, sha256, size, f"{kind} of task {name!r}")
+
+    def read_artifacts(self, kind: str, names: Sequence[str]) -> dict[str, bytes]:
+        """`read_artifact` for many tasks with one query: the bytes of each named task's artifact of
+        ``kind``, checked against its row's size and sha256 (and, with a key, each task's signature).
+        Tasks without one are left out."""
+        artifact_folder(kind)
+        key = signing.registry_key()
+        with self._read() as s:
+            rows = s.execute(
+                select(TaskRow, ArtifactRow)
+                .join(ArtifactRow, ArtifactRow.task_id == TaskRow.id)
+                .where(TaskRow.name.in_(names), ArtifactRow.kind == kind)
+            ).all()
+            if key is not None:
+                for task, _ in rows:
+                    if not signing.verify(key, signed_fields(s, task), task.signature):
+                        raise IntegrityError(f"task {task.name!r}: its recorded fields do not match their signature")
+            found = {task.name: (row.path, row.sha256, row.size_bytes) for task, row in rows}
+        return {
+            name: read_checked(self.root, *found[name], f"{kind} of task {name!r}") for name in names if name in found
+        }

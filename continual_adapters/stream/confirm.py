@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from continual_adapters.core.errors import DataError, IntegrityError
 from continual_adapters.core.model import ContinualModel
-from continual_adapters.registry import EvaluationDraft, EvaluationRecord, Registry, TaskRecord
+from continual_adapters.registry import BundleRecord, EvaluationDraft, EvaluationRecord, Registry, TaskRecord
 from continual_adapters.training.loop import Encoded, Evaluation
 from continual_adapters.training.probe import Probe, build_probe, check, parse_probe, probe_bytes
 
@@ -40,7 +40,12 @@ def load_probe(registry: Registry, name: str) -> Probe | None:
     """The task's stored probe, sha256-checked; None for a task registered before probes existed."""
     if registry.artifact(name, PROBE_KIND) is None:
         return None
-    probe = parse_probe(registry.read_artifact(name, PROBE_KIND), str(registry.artifact_path(name, PROBE_KIND)))
+    return probe_from(registry.read_artifact(name, PROBE_KIND), name, registry)
+
+
+def probe_from(data: bytes, name: str, registry: Registry) -> Probe:
+    """A stored probe's bytes (already sha256-checked by the registry), parsed and owned by `name`."""
+    probe = parse_probe(data, f"{registry.root}: probe of task {name!r}")
     if probe.task != name:
         raise IntegrityError(f"the probe stored for task {name!r} belongs to task {probe.task!r}")
     return probe
@@ -58,25 +63,29 @@ class EarlierTasks:
         self,
         registry: Registry,
         model: ContinualModel,
-        attach: Callable[[str], None],
+        attach: Callable[[str, BundleRecord], None],
         rescore: Callable[[str], tuple[Evaluation, Encoded]],
     ):
         self.registry, self.model, self.attach, self.rescore = registry, model, attach, rescore
 
     def confirm(self, names: list[str], policy: str, keep_attached: bool = False) -> Confirmed:
+        """Every registry read is one query per round, not per task: at 200 tasks the per-task reads
+        cost more than replaying the probes (docs/scale.md)."""
         confirmed = Confirmed()
+        tasks = {task.name: task for task in self.registry.tasks()}
         for chunk in rounds(names):
-            for name in chunk:
-                self.attach(name)
-            self._confirm_round(chunk, policy, confirmed)
+            for name, record in self.registry.bundles(chunk).items():
+                self.attach(name, record)
+            self._confirm_round({name: tasks[name] for name in chunk}, policy, confirmed)
             if not keep_attached:
                 for name in chunk:
                     self.model.remove_task(name)
         return confirmed
 
-    def _confirm_round(self, chunk: list[str], policy: str, confirmed: Confirmed) -> None:
-        tasks = {name: self.registry.task(name) for name in chunk}
-        probes = {name: load_probe(self.registry, name) for name in chunk}
+    def _confirm_round(self, tasks: dict[str, TaskRecord], policy: str, confirmed: Confirmed) -> None:
+        chunk = list(tasks)
+        stored = self.registry.read_artifacts(PROBE_KIND, chunk)
+        probes = {name: probe_from(stored[name], name, self.registry) if name in stored else None for name in chunk}
         full = set(chunk) if policy == "full" else {n for n in chunk if probes[n] is None}
         unscored: set[str] = set()
         for name in sorted(full, key=chunk.index):
@@ -107,6 +116,7 @@ class EarlierTasks:
                 self._backfill_probe(name, encoded)
         skip = set(confirmed.rescored) | unscored
         replayed = [probe for name, probe in probes.items() if probe is not None and name not in skip]
+        histories = self.registry.evaluations_of([probe.task for probe in replayed]) if replayed else {}
         for result in check(self.model, replayed):
             if not result.ok:
                 raise IntegrityError(
@@ -114,7 +124,8 @@ class EarlierTasks:
                     f"(max difference {result.max_abs_diff:.3g})"
                 )
             confirmed.probes[result.task] = result.max_abs_diff
-            confirmed.drafts.extend(carried(tasks[result.task], self.registry.evaluations(result.task)))
+            history = histories[result.task] if histories else []
+            confirmed.drafts.extend(carried(tasks[result.task], history))
 
     def _backfill_probe(self, name: str, encoded: Encoded) -> None:
         """A task from before probes existed gets one now, from the outputs just re-scored in full."""

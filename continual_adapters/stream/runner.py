@@ -39,7 +39,8 @@ from continual_adapters.data.taskdata import DataSpec, load_eval_split, load_tas
 from continual_adapters.files.atomic import sha256_file
 from continual_adapters.files.bundle import bundle_bytes, load_task
 from continual_adapters.metrics.scoring import higher_is_better
-from continual_adapters.registry import ArtifactDraft, BundleDraft, EvaluationDraft, Registry
+from continual_adapters.registry import ArtifactDraft, BundleDraft, BundleRecord, EvaluationDraft, Registry
+from continual_adapters.registry.artifacts import safe_path
 from continual_adapters.stream.confirm import PROBE_KIND, Confirmed, EarlierTasks
 from continual_adapters.stream.job import (
     REEVAL_POLICIES,
@@ -117,8 +118,10 @@ class Runner:
     def model(self) -> ContinualModel:
         return self.load_model()
 
-    def attach(self, name: str) -> None:
-        """Loads a ready task's bundle into the model after checking its recorded sha256.
+    def attach(self, name: str, record: BundleRecord | None = None) -> None:
+        """Loads a ready task's bundle into the model, its bytes checked against the recorded sha256
+        as they are read. `record` is the task's bundle row when the caller fetched it already
+        (`Registry.bundles`, one query for many tasks); otherwise it is read and checked here.
 
         When tasks share trained weights (the naive baseline), every ready task is loaded in
         stream order first, so the shared encoder is the latest one, as it would be deployed.
@@ -126,8 +129,8 @@ class Runner:
         names = [t.name for t in self.registry.tasks()] if not self.model.isolates_tasks else []
         for other in names if name in names else [*names, name]:
             if other not in self.model.tasks:
-                record = self.registry.verify_bundle(other)
-                load_task(self.model, self.registry.bundle_path(other), expected_sha256=record.sha256)
+                known = record if record is not None and other == name else self.registry.verify_bundle(other)
+                load_task(self.model, safe_path(self.registry.root, known.path), expected_sha256=known.sha256)
 
     def snapshot(self, names: list[str]) -> dict[str, Any]:
         """Hashes of the base weights, every earlier bundle file and the tensors of those attached

@@ -2,7 +2,7 @@
 
 Re-evaluating every earlier task when a task is added makes the n-th `add-task` cost O(n) full
 evaluations. A probe makes that check flat: at registration a task stores `PROBE_ROWS` of its
-evaluation inputs, already tokenized and padded, with the logits the model gave them; adding a
+evaluation inputs, cut to `PROBE_TOKENS`, tokenized and padded, with the logits the model gave them; adding a
 later task replays every earlier probe together in mixed-task batches (`forward_mixed`: one
 encoder pass for all of them) and demands the same logits, bit for bit.
 
@@ -49,11 +49,18 @@ if TYPE_CHECKING:
     from continual_adapters.core.model import ContinualModel
     from continual_adapters.training.loop import Encoded
 
-#: Rows per probe: enough that a broken task shows, few enough that replaying 100 tasks is cheap.
-PROBE_ROWS = 8
+#: Rows per probe: any change to a task's tensors or routing moves every row's logits, so a few rows
+#: show it; few enough that replaying 200 tasks costs seconds on CPU (docs/scale.md).
+PROBE_ROWS = 2
+#: A probe row is cut to this many tokens (its last token, [SEP], kept): the probe only has to run
+#: the task's forward pass, not reproduce its score, and one width puts every probe in one batch.
+#: Replaying is compute-bound (about 0.3 ms a token for MiniLM on 2 CPU cores), so rows x tokens
+#: is what confirming a long stream costs: 2 x 8 tokens a task, about 1 s for 200 tasks.
+PROBE_TOKENS = 8
 #: Probes are padded to a multiple of this many tokens, so that probes of similar length share a
-#: width (and so a batch) while each is replayed at exactly the width it was recorded at.
-PROBE_WIDTH_MULTIPLE = 32
+#: width (and so a batch) while each is replayed at exactly the width it was recorded at. Equal to
+#: PROBE_TOKENS, so a new probe is always exactly that wide; older, wider probes still replay.
+PROBE_WIDTH_MULTIPLE = PROBE_TOKENS
 PROBE_FORMAT = "cadapt-probe"
 PROBE_FORMAT_VERSION = "1"
 #: The one safetensors metadata key (several keys are written in random order, breaking hashes).
@@ -131,16 +138,25 @@ def select_rows(encoded: Encoded, rows: int = PROBE_ROWS) -> list[int]:
     return list(range(min(rows, len(encoded))))
 
 
-def build_probe(model: ContinualModel, task: str, encoded: Encoded, rows: int = PROBE_ROWS) -> Probe:
-    """Pads the chosen rows like evaluation does (`padding="longest"`, the tokenizer's pad), then
-    up to a multiple of `PROBE_WIDTH_MULTIPLE` where the model's positions allow, and records
+def shorten(feature: dict[str, list[int]], tokens: int = PROBE_TOKENS) -> dict[str, list[int]]:
+    """The row cut to `tokens` tokens, its last token (the tokenizer's [SEP] or </s>) kept."""
+    if len(feature["input_ids"]) <= tokens:
+        return dict(feature)
+    return {key: [*values[: tokens - 1], values[-1]] for key, values in feature.items()}
+
+
+def build_probe(
+    model: ContinualModel, task: str, encoded: Encoded, rows: int = PROBE_ROWS, tokens: int = PROBE_TOKENS
+) -> Probe:
+    """Cuts the chosen rows to `tokens`, pads them like evaluation does (`padding="longest"`, the
+    tokenizer's pad), then up to a multiple of `PROBE_WIDTH_MULTIPLE` where the model's positions allow, and records
     their logits by `replay`, the function that later confirms them: both compute the same."""
     model.task_modules(task)
     tokenizer = model.tokenizer
     if tokenizer is None or tokenizer.pad_token_id is None:
         raise ConfigError("a probe needs the model's tokenizer and its pad token")
     chosen = select_rows(encoded, rows)
-    features = [encoded.features[i] for i in chosen]
+    features = [shorten(encoded.features[i], tokens) for i in chosen]
     width = -(-max(len(feature["input_ids"]) for feature in features) // PROBE_WIDTH_MULTIPLE) * PROBE_WIDTH_MULTIPLE
     limit = min(getattr(model.encoder.config, "max_position_embeddings", None) or width, tokenizer.model_max_length)
     multiple = PROBE_WIDTH_MULTIPLE if width <= limit else None  # else the longest row sets the width

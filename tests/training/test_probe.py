@@ -25,6 +25,7 @@ from continual_adapters.training.probe import (
     PROBE_FORMAT,
     PROBE_FORMAT_VERSION,
     PROBE_ROWS,
+    PROBE_TOKENS,
     PROBE_WIDTH_MULTIPLE,
     Probe,
     build_probe,
@@ -33,6 +34,7 @@ from continual_adapters.training.probe import (
     probe_bytes,
     replay,
     select_rows,
+    shorten,
 )
 
 WORDS = "the a movie plot was great awful fun why what where who is capital of france dull acting bright".split()
@@ -57,7 +59,8 @@ def add(model: ContinualModel, name: str, labels: int = 3, seed: int = 0) -> Non
             param.add_(0.2 * torch.randn_like(param))
 
 
-#: name, labels, number of evaluation rows, longest text in words (widths 32 and 64 both occur)
+#: name, labels, number of evaluation rows, longest text in words. Every other probe is cut at 64 tokens
+#: instead of PROBE_TOKENS, as probes recorded before the cut were: several widths occur.
 TASKS = [("t1", 3, 20, 6), ("t2", 3, 5, 40), ("t3", 2, 1, 4), ("t4", 4, 12, 25), ("t5", 2, 9, 3), ("t6", 5, 30, 50)]
 
 
@@ -83,7 +86,9 @@ def fresh(tiny_encoder_dir) -> ContinualModel:
 @pytest.fixture(scope="module")
 def probes(model) -> dict[str, Probe]:
     return {
-        name: build_probe(model, name, encoded(model, texts(seed, rows, longest)))
+        name: build_probe(
+            model, name, encoded(model, texts(seed, rows, longest)), tokens=64 if seed % 2 else PROBE_TOKENS
+        )
         for seed, (name, _, rows, longest) in enumerate(TASKS)
     }
 
@@ -100,6 +105,21 @@ def test_a_probe_checks_bit_identical_right_after_it_is_built(model, probes):
     [verdict] = check(model, [probe])
     assert verdict.ok and verdict.max_abs_diff == 0.0 and verdict.task == "t1"
     assert "bit-identical" in verdict.reason
+
+
+def test_long_rows_are_cut_to_probe_tokens_keeping_their_last_token(model):
+    data = encoded(model, texts(3, 6, 60))
+    assert max(len(f["input_ids"]) for f in data.features) > PROBE_TOKENS
+    probe = build_probe(model, "t1", data)
+    assert probe.input_ids.shape == (PROBE_ROWS, PROBE_TOKENS)
+    for row, feature in zip(probe.input_ids.tolist(), data.features, strict=False):
+        length = min(len(feature["input_ids"]), PROBE_TOKENS)
+        assert row[:length] == [*feature["input_ids"][: length - 1], feature["input_ids"][-1]]
+        assert row[length - 1] == model.tokenizer.sep_token_id
+    assert shorten({"input_ids": [1, 2, 3]}, 2) == {"input_ids": [1, 3]}
+    assert shorten({"input_ids": [1, 2]}, 2) == {"input_ids": [1, 2]}
+    [verdict] = check(model, [probe])
+    assert verdict.ok and verdict.max_abs_diff == 0.0
 
 
 def test_probe_logits_are_the_tasks_evaluation_logits(model):
@@ -255,7 +275,7 @@ def test_bytes_round_trip_exactly_and_deterministically(model, probes):
             mine, theirs = getattr(probe, key), getattr(back, key)
             assert (mine is None and theirs is None) or (torch.equal(mine, theirs) and mine.dtype == theirs.dtype)
         assert probe_bytes(back) == data
-    rebuilt = build_probe(model, "t2", encoded(model, texts(1, 5, 40)))
+    rebuilt = build_probe(model, "t2", encoded(model, texts(1, 5, 40)), tokens=64)
     assert probe_bytes(rebuilt) == probe_bytes(probes["t2"])  # the same task, the same bytes
     assert check(model, [parse_probe(probe_bytes(probes["t2"]), "x")])[0].ok
 
@@ -379,7 +399,7 @@ def test_a_one_row_split_gets_a_two_row_probe(model, probes):
 
 def test_select_rows_takes_the_first_rows(model):
     assert select_rows(encoded(model, texts(0, 20, 5))) == list(range(PROBE_ROWS))
-    assert select_rows(encoded(model, texts(0, 3, 5))) == [0, 1, 2]
+    assert select_rows(encoded(model, texts(0, 3, 5)), rows=8) == [0, 1, 2]
     assert select_rows(encoded(model, texts(0, 1, 5))) == [0, 0]
     assert select_rows(encoded(model, texts(0, 20, 5)), rows=2) == [0, 1]
     with pytest.raises(ConfigError):
