@@ -155,3 +155,37 @@ def test_predict_with_a_task_per_text_matches_single_task_predict():
 class _Batch(dict):
     def to(self, device):
         return _Batch({k: v.to(device) for k, v in self.items()})
+
+
+def test_a_released_tasks_modules_are_reused_for_a_loaded_task_of_the_same_shape(tmp_path):
+    """Attaching with `initialise=False` (a bundle is about to fill every tensor) takes the modules of a
+    released task of the same shape instead of building new ones; its answers are then exactly those
+    of the task when it was first attached. At most MAX_SPARES are kept."""
+    from continual_adapters.core.model import MAX_SPARES
+    from continual_adapters.files.bundle import load_task, save_task
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    ids, mask = tiny_batch()
+    for name in ("a", "b"):
+        with torch.no_grad():
+            for p in model.add_task(spec(name)).parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        save_task(model, name, tmp_path / f"{name}.safetensors")
+    model.eval()
+    want = model(ids, mask, task="b")
+    released = {id(model.tasks[n]) for n in ("a", "b")}
+    model.remove_task("a")
+    model.remove_task("b")
+    load_task(model, tmp_path / "b.safetensors")
+    assert id(model.tasks["b"]) in released and model.tasks["b"].spec.name == "b"
+    assert torch.equal(model(ids, mask, task="b"), want)
+    assert id(model.add_task(spec("c", bottleneck=4), initialise=False)) not in released, "other shapes are built"
+    assert id(model.add_task(spec("d"))) not in released, "a random init never takes a spare"
+    model = tiny_model()
+    many = [f"t{i}" for i in range(MAX_SPARES + 4)]
+    built = {id(model.add_task(spec(name))) for name in many}
+    for name in many:
+        model.remove_task(name)
+    taken = [id(model.add_task(spec(f"u{name}"), initialise=False)) in built for name in many]
+    assert sum(taken) == MAX_SPARES, "spares are capped"

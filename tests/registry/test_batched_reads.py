@@ -1,0 +1,42 @@
+"""The registry's batched reads: one query for many tasks, the same answers and checks as one at a time."""
+
+import os
+
+import pytest
+
+from continual_adapters.core.errors import IntegrityError, TaskNotFoundError
+from continual_adapters.registry import EvaluationDraft, Registry
+from continual_adapters.registry.signing import KEY_ENV
+from tests.registry.helpers import add_task, begin, draft
+
+
+def add_with(reg: Registry, name: str, **blobs: bytes):
+    begin(reg, name)
+    rel, sha, size = reg.write_file(name, os.urandom(64))
+    artifacts = [reg.write_artifact(name, kind, data) for kind, data in blobs.items()]
+    evals = [EvaluationDraft(name, "test", "accuracy", 0.5)]
+    return reg.finish_task(name, draft(rel, sha, size), evals, {"before": {}, "after": {}}, artifacts)
+
+
+def test_batched_reads_equal_the_one_task_reads_and_check_the_same_things(backend, monkeypatch):
+    """`bundles`, `read_artifacts` and `evaluations_of` serve many tasks with one query each (confirming
+    200 tasks), and must answer exactly what `bundle`, `read_artifact` and `evaluations` answer."""
+    reg = backend.registry()
+    reg.init()
+    add_with(reg, "a", probe=b"probe of a")
+    add_with(reg, "b", probe=b"probe of b", centroids=b"centroids of b")
+    add_task(reg, "c")
+    names = ["c", "a", "b"]
+    assert reg.bundles(names) == {n: reg.bundle(n) for n in names} and list(reg.bundles(names)) == names
+    assert reg.read_artifacts("probe", names) == {"a": b"probe of a", "b": b"probe of b"}
+    assert reg.read_artifacts("centroids", ["a"]) == {}
+    assert reg.evaluations_of(["b", "a"]) == {"b": reg.evaluations("b"), "a": reg.evaluations("a")}
+    with pytest.raises(TaskNotFoundError):
+        reg.bundles(["a", "nope"])
+    reg.artifact_path("b", "probe").write_bytes(b"probe of B")  # same size, other bytes
+    with pytest.raises(IntegrityError, match="probe of task 'b'"):
+        reg.read_artifacts("probe", names)
+    monkeypatch.setenv(KEY_ENV, "a-key-of-at-least-16-characters")
+    with pytest.raises(IntegrityError, match="not signed|signature"):
+        reg.bundles(["a"])
+    reg.close()
