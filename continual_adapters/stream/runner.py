@@ -53,7 +53,7 @@ from continual_adapters.stream.job import (
     git_commit,
     library_versions,
 )
-from continual_adapters.stream.taskid import CENTROIDS_KIND, FEATURE_CAP, centroid_bytes, compute_centroids
+from continual_adapters.stream.taskid import CENTROIDS_KIND, compute_statistics, statistics_bytes
 from continual_adapters.training import distributed
 from continual_adapters.training.loop import (
     Encoded,
@@ -303,11 +303,10 @@ class Runner:
         return trained
 
     def centroids(self, job: TaskJob) -> bytes:
-        """The new task's centroids for `--task auto` (taskid.py), from its training split."""
-        train, rows = job.loaded.train, slice(0, FEATURE_CAP)
-        pairs = train.pairs[rows] if train.pairs else None
-        value = compute_centroids(self.model, train.texts[rows], pairs, train.labels[rows])
-        return centroid_bytes(job.name, value, self.model.base_sha256())
+        """The new task's routing statistics for `--task auto` (taskid.py), from its training split."""
+        train = job.loaded.train
+        stats = compute_statistics(self.model, train.texts, train.pairs, train.labels)
+        return statistics_bytes(job.name, stats, self.model.base_sha256())
 
     def confirm(self, job: TaskJob, earlier: list[str], before: dict[str, Any]) -> Confirmation:
         """Confirms every earlier task (confirm.py) and hashes everything again; a method that

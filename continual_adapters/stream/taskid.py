@@ -1,15 +1,17 @@
 """Task-agnostic inference (`--task auto`): which task does an input belong to?
 
 Inputs are embedded once by the frozen base encoder (no adapter routed, mean pooling, L2
-norm), and compared with one centroid per (task, label) computed from that task's training
-data: the nearest centroid's task wins. Per-label centroids rather than one per task, because
-a task's classes can be far apart in feature space (TREC's "HUM" vs "NUM" questions).
+norm), and compared with one mean per (task, label) computed from that task's training data:
+the nearest mean's task wins. Per-label means rather than one per task, because a task's
+classes can be far apart in feature space (TREC's "HUM" vs "NUM" questions). "Nearest" is
+measured under the within-label covariance pooled over all tasks (Mahalanobis, the default),
+or by cosine ("centroid").
 
-Adding a task only adds its centroids; nothing earlier is retrained, so identification of
-earlier tasks can only lose to a genuinely similar new task, never drift. Centroids are a
-registered artifact of their task (kind "centroids", committed with its bundle, sha256-checked
-on every read, tagged with the base weights' sha256), so routing needs no dataset file; a task
-without them (imported, or from an older registry) gets them once from its recorded data.
+Adding a task only adds its statistics; nothing earlier is retrained, and no training row is
+kept (means, counts and a scatter matrix are). They are a registered artifact of their task
+(kind "centroids", committed with its bundle, sha256-checked on every read, tagged with the
+base weights' sha256), so routing needs no dataset file; a task without them (imported, or
+from an older registry) gets them once from its recorded data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from continual_adapters.core.errors import BundleError, DataError, IntegrityError
+from continual_adapters.core.errors import BundleError, ConfigError, DataError, IntegrityError
 from continual_adapters.files.bundle import read_header
 
 if TYPE_CHECKING:
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 FEATURE_CAP = 2000
 CENTROIDS_KIND = "centroids"
 CENTROID_META = "cadapt_taskid"
+ROUTERS = ("mahalanobis", "centroid")
+DEFAULT_ROUTER = "mahalanobis"
+#: Weight of the identity (scaled to the average variance) in the pooled covariance: chosen on
+#: validation rows by bench/taskid_scale.py, never on test rows.
+SHRINKAGE = 0.1
 
 
 @torch.no_grad()
@@ -63,71 +70,130 @@ def base_features(
 
 def centroids(features: torch.Tensor, labels: list[Any]) -> torch.Tensor:
     """One unit-length centroid per distinct label, in sorted label order."""
+    return torch.nn.functional.normalize(label_statistics(features, labels).means, dim=-1)
+
+
+@dataclass(frozen=True)
+class TaskStatistics:
+    """What routing keeps of a task's training features: the mean of each label's (unit) features,
+    how many rows each mean has, and the scatter of the rows around their label's mean (summed, so
+    that tasks pool into one within-label covariance without keeping any row)."""
+
+    means: torch.Tensor  # [labels, hidden]
+    counts: torch.Tensor  # [labels]
+    scatter: torch.Tensor  # [hidden, hidden]
+
+
+def label_statistics(features: torch.Tensor, labels: list[Any]) -> TaskStatistics:
+    """Per-label means and counts, in sorted label order, and the within-label scatter (float64 sums)."""
     names = sorted({str(v) for v in labels})
     keys = np.array([str(v) for v in labels])
-    rows = [features[torch.from_numpy(keys == name)].mean(0) for name in names]
-    return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+    rows = features.double()
+    means, counts = [], []
+    scatter = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64)
+    for name in names:
+        picked = rows[torch.from_numpy(keys == name)]
+        mean = picked.mean(0)
+        centred = picked - mean
+        scatter += centred.T @ centred
+        means.append(mean)
+        counts.append(len(picked))
+    return TaskStatistics(torch.stack(means).float(), torch.tensor(counts, dtype=torch.float32), scatter.float())
 
 
-@dataclass
 class TaskIdentifier:
-    """Nearest-centroid task classifier over every registered task's centroids."""
+    """Routes each input to the task of the nearest label mean over every registered task.
 
-    tasks: dict[str, torch.Tensor]
+    "mahalanobis" (the default) measures distance under the within-label covariance pooled over all
+    tasks, shrunk toward its average variance (`shrinkage`); "centroid" is cosine similarity to the
+    unit means, the first version. Both are one linear score per label mean, so routing 200 tasks
+    is one matrix product. bench/taskid_scale.py measured both as the task count grew
+    (docs/scale.md): the pooled covariance is what keeps similar tasks apart.
+    """
+
+    def __init__(self, tasks: dict[str, TaskStatistics], router: str = DEFAULT_ROUTER, shrinkage: float = SHRINKAGE):
+        if router not in ROUTERS:
+            raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+        if not 0 < shrinkage <= 1:
+            raise ConfigError(f"shrinkage must be in (0, 1], got {shrinkage!r}")
+        self.tasks = tasks
+        self.owners = [name for name, stats in tasks.items() for _ in range(len(stats.means))]
+        if not tasks:
+            return
+        means = torch.cat([stats.means for stats in tasks.values()]).double()
+        if router == "centroid":
+            self.weights = torch.nn.functional.normalize(means, dim=-1)
+            self.bias = torch.zeros(len(means), dtype=torch.float64)
+            return
+        rows = sum(float(stats.counts.sum()) for stats in tasks.values())
+        pooled = sum(stats.scatter.double() for stats in tasks.values()) / max(1.0, rows - len(means))
+        assert isinstance(pooled, torch.Tensor)
+        scale = float(pooled.diagonal().mean()) or 1.0
+        shrunk = (1 - shrinkage) * pooled + shrinkage * scale * torch.eye(len(pooled), dtype=torch.float64)
+        precision = torch.linalg.inv(shrunk)
+        # argmin (x - m)' P (x - m) = argmax x' P m - m' P m / 2: the x' P x term is the same for all m
+        self.weights = means @ precision
+        self.bias = -0.5 * (self.weights * means).sum(-1)
 
     def predict(self, features: torch.Tensor) -> list[str]:
         if not self.tasks:
             raise DataError("no task has centroids yet: add a task first")
-        owners = [name for name, c in self.tasks.items() for _ in range(len(c))]
-        similarity = features @ torch.cat(list(self.tasks.values())).T
-        return [owners[i] for i in similarity.argmax(-1).tolist()]
+        scores = features.double() @ self.weights.T + self.bias
+        return [self.owners[i] for i in scores.argmax(-1).tolist()]
 
 
-def centroid_bytes(name: str, value: torch.Tensor, base_sha256: str) -> bytes:
-    """A task's centroids as a safetensors file tagged with its task and base weights."""
+def statistics_bytes(name: str, stats: TaskStatistics, base_sha256: str) -> bytes:
+    """A task's routing statistics as a safetensors file tagged with its task and base weights."""
     meta = {CENTROID_META: json.dumps({"task": name, "base_sha256": base_sha256}, sort_keys=True)}
-    return save({"centroids": value.contiguous().float()}, metadata=meta)
+    tensors = {"means": stats.means, "counts": stats.counts, "scatter": stats.scatter}
+    return save({k: v.contiguous().float() for k, v in tensors.items()}, metadata=meta)
 
 
-def parse_centroids(data: bytes, name: str, base_sha256: str, hidden_size: int) -> torch.Tensor:
-    """The centroids in a registered artifact (already sha256-checked by the registry), refused with
+def parse_statistics(data: bytes, name: str, base_sha256: str, hidden_size: int) -> TaskStatistics:
+    """The statistics in a registered artifact (already sha256-checked by the registry), refused with
     IntegrityError when they belong to another task, another base or another width."""
     try:
         metadata, _ = read_header(data, f"centroids of task {name!r}")
         meta = json.loads(metadata[CENTROID_META])
-        tensor = load(data)["centroids"]
+        tensors = load(data)
+        stats = TaskStatistics(tensors["means"], tensors["counts"], tensors["scatter"])
     except (BundleError, KeyError, TypeError, ValueError, SafetensorError) as exc:
         raise IntegrityError(f"the centroids of task {name!r} are not a centroid file ({exc})") from None
     if meta.get("task") != name or meta.get("base_sha256") != base_sha256:
         raise IntegrityError(f"the centroids stored for task {name!r} were computed for {meta}")
-    if tensor.ndim != 2 or tensor.shape[1] != hidden_size:
-        raise IntegrityError(f"the centroids of task {name!r} have shape {tuple(tensor.shape)}")
-    return tensor.float()
+    labels = stats.means.shape[0] if stats.means.ndim == 2 else -1
+    if (
+        stats.means.shape != (labels, hidden_size)
+        or stats.counts.shape != (labels,)
+        or stats.scatter.shape != (hidden_size, hidden_size)
+    ):
+        raise IntegrityError(f"the centroids of task {name!r} have shape {tuple(stats.means.shape)}")
+    return stats
 
 
-def task_centroids(registry: Registry, model: ContinualModel, name: str) -> torch.Tensor:
-    """A ready task's registered centroids. A task registered before centroids were an artifact (or
-    imported without them) gets them computed once from its recorded training file (as recorded,
-    sha256-checked: never a same-named file found elsewhere) and attached to it."""
-    base = model.base_sha256()
-    if registry.artifact(name, CENTROIDS_KIND) is not None:
-        return parse_centroids(registry.read_artifact(name, CENTROIDS_KIND), name, base, model.hidden_size)
+def compute_statistics(
+    model: ContinualModel, texts: list[str], pairs: list[str] | None, labels: list[Any]
+) -> TaskStatistics:
+    """From at most `FEATURE_CAP` training rows, the first ones (as the recorded split orders them)."""
+    rows = slice(0, FEATURE_CAP)
+    return label_statistics(base_features(model, texts[rows], pairs[rows] if pairs else None), labels[rows])
+
+
+def identifier(registry: Registry, model: ContinualModel, router: str = DEFAULT_ROUTER) -> TaskIdentifier:
+    """Every ready task's statistics (one query for all), in stream order. A task registered before
+    they were an artifact (or imported without them) gets them computed once from its recorded
+    training file (as recorded, sha256-checked: never a same-named file found elsewhere)."""
     from continual_adapters.data.taskdata import load_recorded_train
 
-    train = load_recorded_train(registry.task(name).data)
-    value = compute_centroids(
-        model, train.texts[:FEATURE_CAP], train.pairs[:FEATURE_CAP] if train.pairs else None, train.labels[:FEATURE_CAP]
-    )
-    registry.add_artifact(name, registry.write_artifact(name, CENTROIDS_KIND, centroid_bytes(name, value, base)))
-    return value
-
-
-def compute_centroids(
-    model: ContinualModel, texts: list[str], pairs: list[str] | None, labels: list[Any]
-) -> torch.Tensor:
-    return centroids(base_features(model, texts, pairs), labels)
-
-
-def identifier(registry: Registry, model: ContinualModel) -> TaskIdentifier:
-    """Every ready task's centroids, in stream order."""
-    return TaskIdentifier({t.name: task_centroids(registry, model, t.name) for t in registry.tasks()})
+    base, names = model.base_sha256(), [t.name for t in registry.tasks()]
+    stored = registry.read_artifacts(CENTROIDS_KIND, names)
+    tasks = {}
+    for name in names:
+        if name in stored:
+            tasks[name] = parse_statistics(stored[name], name, base, model.hidden_size)
+            continue
+        train = load_recorded_train(registry.task(name).data)
+        stats = compute_statistics(model, train.texts, train.pairs, train.labels)
+        registry.add_artifact(name, registry.write_artifact(name, CENTROIDS_KIND, statistics_bytes(name, stats, base)))
+        tasks[name] = stats
+    return TaskIdentifier(tasks, router)

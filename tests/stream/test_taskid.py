@@ -7,17 +7,20 @@ import pytest
 import torch
 
 from continual_adapters.core.config import TrainConfig
-from continual_adapters.core.errors import IntegrityError
+from continual_adapters.core.errors import ConfigError, IntegrityError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.taskid import (
     CENTROIDS_KIND,
+    ROUTERS,
     TaskIdentifier,
-    centroid_bytes,
+    TaskStatistics,
     centroids,
     identifier,
-    parse_centroids,
+    label_statistics,
+    parse_statistics,
+    statistics_bytes,
 )
 from tests.support.cli import cli_ok
 
@@ -29,9 +32,38 @@ def test_centroids_are_unit_means_per_label_in_sorted_order():
     assert torch.allclose(got[1], torch.tensor([4.0, 4.0]) / 32**0.5)  # label b: mean (2, 2)
 
 
-def test_nearest_centroid_of_any_label_names_the_task():
-    ident = TaskIdentifier({"one": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "two": torch.tensor([[-1.0, 0.0]])})
-    assert ident.predict(torch.tensor([[0.1, 0.9], [-0.8, 0.1], [0.9, -0.1]])) == ["one", "two", "one"]
+def stats(means, counts=None, scatter=None):
+    means = torch.tensor(means)
+    counts = torch.ones(len(means)) if counts is None else torch.tensor(counts)
+    return TaskStatistics(means, counts, torch.eye(means.shape[1]) if scatter is None else torch.tensor(scatter))
+
+
+def test_nearest_label_mean_of_any_label_names_the_task_under_both_routers():
+    tasks = {"one": stats([[1.0, 0.0], [0.0, 1.0]]), "two": stats([[-1.0, 0.0]])}
+    for router in ROUTERS:
+        ident = TaskIdentifier(tasks, router)
+        assert ident.predict(torch.tensor([[0.1, 0.9], [-0.8, 0.1], [0.9, -0.1]])) == ["one", "two", "one"]
+
+
+def test_statistics_are_per_label_means_counts_and_the_within_label_scatter():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0], [0.0, 2.0]])
+    got = label_statistics(features, ["b", "a", "b", "a"])
+    assert torch.allclose(got.means, torch.tensor([[0.0, 1.5], [2.0, 2.0]])) and got.counts.tolist() == [2, 2]
+    # a: rows (0,1), (0,2) around (0,1.5); b: rows (1,0), (3,4) around (2,2)
+    want = torch.tensor([[0.0, 0.0], [0.0, 0.5]]) + torch.tensor([[2.0, 4.0], [4.0, 8.0]])
+    assert torch.allclose(got.scatter, want)
+
+
+def test_mahalanobis_uses_the_pooled_covariance_where_cosine_cannot():
+    """Two tasks whose means differ only along a direction of low within-label variance, while the
+    high-variance direction separates nothing: the pooled covariance routes right, cosine does not."""
+    noisy = [[100.0, 0.0], [0.0, 0.01]]
+    tasks = {"a": stats([[0.0, 0.1]], [10.0], noisy), "b": stats([[0.3, 0.0]], [10.0], noisy)}
+    x = torch.tensor([[0.6, 0.12]])  # far along the noisy axis, on a's side of the quiet one
+    assert TaskIdentifier(tasks, "mahalanobis", shrinkage=0.01).predict(x) == ["a"]
+    assert TaskIdentifier(tasks, "centroid").predict(x) == ["b"]
+    with pytest.raises(ConfigError):
+        TaskIdentifier(tasks, "nearest")
 
 
 def test_centroids_are_a_registered_artifact_checked_on_read_and_backfilled_once(tmp_path, data_dir, tiny_encoder_dir):
@@ -47,7 +79,7 @@ def test_centroids_are_a_registered_artifact_checked_on_read_and_backfilled_once
     from continual_adapters.data.taskdata import load_task_data
 
     ident = identifier(registry, runner.model)
-    assert ident.tasks["trec"].shape == (len(set(load_task_data(trec).train.labels)), 32)
+    assert ident.tasks["trec"].means.shape == (len(set(load_task_data(trec).train.labels)), 32)
 
     path = registry.artifact_path("sst2", CENTROIDS_KIND)
     original = path.read_bytes()
@@ -59,22 +91,22 @@ def test_centroids_are_a_registered_artifact_checked_on_read_and_backfilled_once
     with sqlite3.connect(tmp_path / "registry.db") as db:  # a registry from before centroids were an artifact
         db.execute("DELETE FROM task_artifacts WHERE kind = 'centroids'")
     rebuilt = Runner(registry, encoder=tiny_encoder_dir, progress=False)
-    assert torch.equal(identifier(registry, rebuilt.model).tasks["sst2"], ident.tasks["sst2"])
+    assert torch.equal(identifier(registry, rebuilt.model).tasks["sst2"].scatter, ident.tasks["sst2"].scatter)
     assert registry.artifact("sst2", CENTROIDS_KIND).sha256 == first.sha256, "recomputed once, same bytes"
 
 
 def test_centroids_of_another_task_or_base_are_refused():
-    value = torch.nn.functional.normalize(torch.ones(2, 4), dim=-1)
-    data = centroid_bytes("a", value, "0" * 64)
-    assert torch.equal(parse_centroids(data, "a", "0" * 64, 4), value)
+    value = label_statistics(torch.randn(6, 4), [0, 1, 0, 1, 1, 0])
+    data = statistics_bytes("a", value, "0" * 64)
+    assert torch.equal(parse_statistics(data, "a", "0" * 64, 4).scatter, value.scatter)
     with pytest.raises(IntegrityError, match="computed for"):
-        parse_centroids(data, "b", "0" * 64, 4)
+        parse_statistics(data, "b", "0" * 64, 4)
     with pytest.raises(IntegrityError, match="computed for"):
-        parse_centroids(data, "a", "1" * 64, 4)
+        parse_statistics(data, "a", "1" * 64, 4)
     with pytest.raises(IntegrityError, match="shape"):
-        parse_centroids(data, "a", "0" * 64, 8)
+        parse_statistics(data, "a", "0" * 64, 8)
     with pytest.raises(IntegrityError, match="not a centroid file"):
-        parse_centroids(b"garbage!" * 4, "a", "0" * 64, 4)
+        parse_statistics(b"garbage!" * 4, "a", "0" * 64, 4)
 
 
 def test_task_identification_on_the_real_stream_is_well_above_chance(stream):
