@@ -107,7 +107,7 @@ def grow(args: argparse.Namespace) -> None:
         add = [
             "add-task", name, "--data", str(data_dir / DATASETS[(n - 1) % len(DATASETS)]),
             "--max-train", str(args.max_train), "--max-eval", str(args.max_eval), "--epochs", "1",
-            "--reeval", args.reeval, "--json", "--quiet",
+            "--reeval", args.reeval, "--json", "--quiet", *(["--encoder", args.encoder] if args.encoder else []),
         ]  # fmt: skip
         result, wall, rss = run(add, registry)
         payload = json.loads(result.stdout)
@@ -125,7 +125,7 @@ def grow(args: argparse.Namespace) -> None:
         line = f"{name}: {wall:.1f} s, {rss:.0f} MiB, " + ", ".join(
             f"{k} {v:.1f}" for k, v in payload["timings_s"].items()
         )
-        if n in CHECKPOINTS or n == args.tasks:
+        if n in args.checkpoints or n == args.tasks:
             checks[n] = {"n": n, **latencies(registry)}
             line += " | " + ", ".join(f"{k} {v['wall_s']:.1f} s" for k, v in checks[n].items() if k != "n")
         print(line, flush=True)
@@ -134,6 +134,77 @@ def grow(args: argparse.Namespace) -> None:
         tmp = results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1) + "\n")
         tmp.replace(results_path)
+
+
+def plot(paths: list[Path], folder: Path) -> list[Path]:
+    """Four panels against N: per-addition wall time (probe split into its phases; full as one
+    line), peak memory, registry size, and the interactive commands' latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {json.loads(p.read_text())["settings"]["reeval"]: json.loads(p.read_text()) for p in paths}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    time_ax, memory_ax, disk_ax, latency_ax = axes.flat
+    for policy, run in runs.items():
+        adds = run["additions"]
+        n = [a["n"] for a in adds]
+        time_ax.plot(n, [a["wall_s"] for a in adds], label=f"--reeval {policy}: wall per addition", lw=1.2)
+        memory_ax.plot(n, [a["peak_rss_mib"] for a in adds], label=f"--reeval {policy}", lw=1)
+        disk_ax.plot(n, [sum(a["disk_bytes"].values()) / 2**20 for a in adds], label=f"--reeval {policy}: all")
+        if policy == "probe":
+            for phase in ("prepare", "train", "confirm"):
+                time_ax.plot(n, [a["timings_s"][phase] for a in adds], label=f"probe: {phase}", lw=0.8, alpha=0.8)
+            for part in ("bundles", "probes", "centroids", "database"):
+                disk_ax.plot(n, [a["disk_bytes"].get(part, 0) / 2**20 for a in adds], label=part, lw=0.8)
+            checks = run["checkpoints"]
+            for command in ("tasks", "show", "report", "audit_probe", "predict_auto"):
+                latency_ax.plot(
+                    [c["n"] for c in checks], [c[command]["wall_s"] for c in checks], marker="o", label=command
+                )
+    for ax, title, unit in (
+        (time_ax, "seconds per `cadapt add-task` (one process each)", "s"),
+        (memory_ax, "peak resident memory of `add-task`", "MiB"),
+        (disk_ax, "registry on disk", "MiB"),
+        (latency_ax, "interactive commands (one process each)", "s"),
+    ):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("tasks in the registry (N)")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    memory_ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "scale.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [out]
+
+
+def summary(path: Path, same_dataset: tuple[int, ...] = (2, 24, 200)) -> str:
+    """Markdown rows for docs/scale.md: the additions on one dataset at several N, and latencies."""
+    run = json.loads(path.read_text())
+    adds = {a["n"]: a for a in run["additions"]}
+    rows = ["| N | dataset | wall (s) | prepare | train | confirm | register | peak RSS (MiB) | registry (MiB) |"]
+    rows.append("|---|---|---|---|---|---|---|---|---|")
+    for n in same_dataset:
+        if n in adds:
+            a, t = adds[n], adds[n]["timings_s"]
+            rows.append(
+                f"| {n} | {a['dataset']} | {a['wall_s']:.1f} | {t['prepare']:.1f} | {t['train']:.1f} | "
+                f"{t['confirm']:.2f} | {t['register']:.2f} | {a['peak_rss_mib']:.0f} | "
+                f"{sum(a['disk_bytes'].values()) / 2**20:.1f} |"
+            )
+    rows += ["", "| N | tasks | show | report | audit --probe | predict --task auto |", "|---|---|---|---|---|---|"]
+    for c in run["checkpoints"]:
+        rows.append(
+            f"| {c['n']} | "
+            + " | ".join(f"{c[k]['wall_s']:.1f} s" for k in ("tasks", "show", "report", "audit_probe", "predict_auto"))
+            + " |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -145,13 +216,21 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(default_data_dir() or "../shared/data"))
     parser.add_argument("--max-train", type=int, default=32)
     parser.add_argument("--max-eval", type=int, default=32)
+    parser.add_argument("--encoder", default=None, help="Base encoder [the default, MiniLM].")
+    parser.add_argument(
+        "--checkpoints",
+        type=lambda text: {int(v) for v in text.split(",")},
+        default=set(CHECKPOINTS),
+        help="N at which to time the interactive commands (and always the last).",
+    )
     parser.add_argument("--plot", metavar="FOLDER", help="Draw the figures from the JSON files given, and stop.")
     parser.add_argument("results", nargs="*", help="With --plot: result JSON files.")
     args = parser.parse_args()
     if args.plot:
-        from bench.scale_plots import plot
-
-        plot([Path(p) for p in args.results], Path(args.plot))
+        for path in plot([Path(p) for p in args.results], Path(args.plot)):
+            print(f"wrote {path}")
+        for path in args.results:
+            print(f"\n{path}:\n\n{summary(Path(path))}")
         return
     grow(args)
 

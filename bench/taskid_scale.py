@@ -36,7 +36,7 @@ from continual_adapters.stream.taskid import TaskIdentifier, base_features, labe
 SIZES = (10, 25, 50, 100, 152)
 DRAWS = 3
 SHRINKAGES = (0.01, 0.03, 0.1, 0.3, 0.6)
-ROWS = {"train": 200, "validation": 40, "test": 60}
+ROWS = {"train": 120, "validation": 30, "test": 50}
 #: dataset -> labels per task; datasets not listed are whole tasks.
 SPLIT = {"clinc150": 2, "banking77": 2, "olora_dbpedia": 2, "snips": 2, "trec": 2, "olora_agnews": 2,
          "tweeteval_emotion": 2}  # fmt: skip

@@ -7,6 +7,7 @@ runner, the data readers, the plots) is imported inside the command that uses it
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,15 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
 @click.option("--head", type=click.Choice(["classification", "regression"]), default=None)
 @click.option("--metric", default=None, help="Primary metric: accuracy, macro_f1, mcc; pearson, spearman, mse.")
 @click.option("--max-train", type=int, default=None, help="Keep a seeded random subset of the training split.")
-@click.option("--max-eval", type=int, default=None, help="Cap validation and test splits likewise.")
+@click.option(
+    "--max-eval", type=int, default=None, help="Cap the test split likewise, and validation unless --max-validation."
+)
+@click.option(
+    "--max-validation",
+    type=int,
+    default=None,
+    help="Cap the validation split only (model selection: best epoch, --adapter-size auto) [--max-eval].",
+)
 @click.option(
     "--adapter-size",
     default=None,
@@ -126,6 +135,7 @@ def add_task(
     metric,
     max_train,
     max_eval,
+    max_validation,
     adapter_size,
     method,
     top_layers,
@@ -156,6 +166,7 @@ def add_task(
         metric=metric,
         max_train=max_train,
         max_eval=max_eval,
+        max_validation=max_validation,
     )
     spec = _data_spec(data, train, validation, test, dataset, subset, data_dir, **overrides)
     auto = adapter_size == "auto"
@@ -274,6 +285,19 @@ def report(ctx, output, plots, task_id, as_json):
     emit(data, as_json, text)
 
 
+def _seed_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    """`--seeds 0,1,2` -> (0, 1, 2); anything else is a usage error (exit 2) quoting the value."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
+        raise click.UsageError(f"--seeds: {value!r} is not a comma-separated list of integers", ctx)
+    seeds = tuple(int(p) for p in parts)
+    if len(set(seeds)) != len(seeds):
+        raise click.UsageError(f"--seeds: {value!r} names a seed twice", ctx)
+    return seeds
+
+
 @cli.command("run-scenario")
 @click.argument("scenario_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(), default=None, help="Run folder, one registry per method [runs/<name>].")
@@ -284,6 +308,12 @@ def report(ctx, output, plots, task_id, as_json):
     help="Where the scenario's datasets live [env CADAPT_DATA_DIR; default ../shared/data].",
 )
 @click.option("--methods", default=None, help="Comma-separated subset of the scenario's methods.")
+@click.option(
+    "--seeds",
+    default=None,
+    callback=_seed_list,
+    help="Comma-separated seeds, e.g. 0,1,2, instead of the scenario's `seeds:` (with --report-only too).",
+)
 @click.option(
     "--registry",
     "single_registry",
@@ -299,15 +329,30 @@ def report(ctx, output, plots, task_id, as_json):
 @json_option
 @click.pass_context
 def run_scenario_command(
-    ctx, scenario_file, out, data_dir, methods, single_registry, results, device, no_audit, report_only, quiet, as_json
+    ctx,
+    scenario_file,
+    out,
+    data_dir,
+    methods,
+    seeds,
+    single_registry,
+    results,
+    device,
+    no_audit,
+    report_only,
+    quiet,
+    as_json,
 ):
     """Run a task-stream scenario (every method, every seed) and print the comparison."""
+    from dataclasses import replace
     from pathlib import Path
 
     from continual_adapters.report.comparison import compare, format_comparison, write_comparison_plots
     from continual_adapters.stream.scenario import load_scenario, run_scenario
 
     scenario = load_scenario(scenario_file, data_dir)
+    if seeds is not None:
+        scenario = replace(scenario, seeds=seeds)
     out = Path(out or Path("runs") / scenario.name)
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     quiet_libraries(quiet or as_json)
@@ -349,6 +394,7 @@ def run_scenario_command(
     command = (
         f"cadapt run-scenario {scenario_file}"
         + (f" --methods {methods}" if methods else "")
+        + (f" --seeds {','.join(map(str, seeds))}" if seeds is not None else "")
         + f" --out {out}"
         + (f" --results {results}" if results else "")
         + (" --no-audit" if no_audit else "")

@@ -49,7 +49,11 @@ class DataSpec:
     head: str = "classification"
     metric: str | None = None
     max_train: int | None = None
+    #: Caps the test (evaluation) split, and the validation split too unless `max_validation` is set.
     max_eval: int | None = None
+    #: Caps the validation split alone (model selection). None: `max_eval` caps it, as it always did,
+    #: so a registry recorded before this field existed reloads the same splits.
+    max_validation: int | None = None
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -63,6 +67,11 @@ class DataSpec:
     @property
     def primary_metric(self) -> str:
         return self.metric or default_metric(self.head)
+
+    @property
+    def validation_cap(self) -> int | None:
+        """The cap on the validation split: `max_validation` if set, else `max_eval`."""
+        return self.max_eval if self.max_validation is None else self.max_validation
 
     @classmethod
     def from_folder(cls, folder: str | Path, data_dir: str | Path | None = None, **overrides: Any) -> DataSpec:
@@ -207,7 +216,7 @@ def load_task_data(spec: DataSpec) -> TaskData:
     resolved here, once, and the resulting `TaskData` records them absolute."""
     spec = pin_paths(spec)
     train, hub_labels = _load_train(spec)
-    validation, _ = _load(spec, "validation", spec.max_eval)
+    validation, _ = _load(spec, "validation", spec.validation_cap)
     test, _ = _load(spec, "test", spec.max_eval)
     if validation is None:
         train, validation = carve_validation(train, seed=spec.seed)
@@ -261,7 +270,8 @@ def load_eval_split(provenance: dict[str, Any], labels: list[str]) -> tuple[Spli
         train, _ = _load_train(spec, recorded=True)
         _, split = carve_validation(train, seed=spec.seed)
     else:
-        split, _ = _load(spec, eval_split, spec.max_eval, recorded=True)
+        limit = spec.validation_cap if eval_split == "validation" else spec.max_eval
+        split, _ = _load(spec, eval_split, limit, recorded=True)
     if split is None:
         raise DataError(f"the {eval_split} split recorded for this task cannot be found")
     check_unchanged(split, recorded, eval_split)

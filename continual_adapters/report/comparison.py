@@ -7,12 +7,17 @@ number in it traces back to evaluation rows.
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from continual_adapters.metrics.bootstrap import LEVEL, average_accuracy_interval, difference_interval
 from continual_adapters.registry.registry import Registry
 from continual_adapters.report.reporting import stream_report
-from continual_adapters.stream.scenario import Scenario
+from continual_adapters.stream.scenario import FINAL_CORRECT, Scenario
 
 PAPER = {
     "source": "Houlsby et al. 2019, Table 1 (GLUE test, BERT-large)",
@@ -34,6 +39,27 @@ def _std(values: list) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
+def final_correct(folder: Path, task_names: list[str], metrics: list[str]) -> list[np.ndarray] | None:
+    """Each task's per-example correctness at the end of a run (written after its audit), in stream
+    order; None unless every task has one and every primary metric is accuracy (an interval of
+    accuracy says nothing about a Matthews correlation)."""
+    path = folder / FINAL_CORRECT
+    if not path.is_file() or any(metric != "accuracy" for metric in metrics):
+        return None
+    stored = json.loads(path.read_text())["tasks"]
+    if any(name not in stored for name in task_names):
+        return None
+    return [np.frombuffer(stored[name].encode(), dtype=np.uint8) - ord("0") for name in task_names]
+
+
+def seed_mean(vectors: list[list[np.ndarray] | None]) -> list[np.ndarray] | None:
+    """Per-example correctness averaged over a method's seeds (same examples), or None."""
+    present = [v for v in vectors if v is not None]
+    if not vectors or len(present) != len(vectors):
+        return None
+    return [np.mean([v[i] for v in present], axis=0) for i in range(len(present[0]))]
+
+
 def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
     """One method's numbers from one registry; None while it holds no task."""
     if not registry.initialized() or not registry.tasks():
@@ -43,9 +69,12 @@ def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
     base = report["base_model"]["parameters"]
     final = dict(zip(names, R[-1], strict=True))
     learned = {name: R[i][i] for i, name in enumerate(names)}
-    trained, wall, sizes = [], 0.0, {}
+    trained, wall, sizes, validation = [], 0.0, {}, {}
+    metrics = {t["name"]: t["metric"] for t in report["tasks"]}
     for name in names:
         bundle = registry.bundle(name)
+        scores = [e.get(f"validation_{metrics[name]}") for e in bundle.hyperparameters.get("size_search", [])]
+        validation[name] = max((v for v in scores if v is not None), default=None)
         counts = bundle.param_counts
         trained.append(100.0 * counts.get("trained", counts["total"]) / base)
         wall += bundle.wall_time_s or 0.0
@@ -54,6 +83,7 @@ def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
         "tasks": names,
         "complete": names == task_names,
         "final": [final.get(n) for n in task_names],
+        "validation": [validation.get(n) for n in task_names],
         "learned": [learned.get(n) for n in task_names],
         "metrics": report["metrics"],
         "trained_percent": _mean(trained),
@@ -73,25 +103,33 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
     """Per method: means over seeds of every figure, plus the per-seed summaries."""
     out = Path(out)
     task_names = [t.name for t in scenario.tasks]
-    methods = []
+    methods: list[dict[str, Any]] = []
+    correct: dict[str, list[np.ndarray] | None] = {}  # per method, averaged over seeds: for the intervals
     for settings in scenario.methods:
         runs = []
+        per_seed: list[list[np.ndarray] | None] = []
         for seed in scenario.seeds:
             db = scenario.run_dir(out, settings, seed) / "registry.db"
             summary = method_summary(Registry(db), task_names) if db.exists() else None
             if summary is not None:
                 summary["seed"] = seed
                 summary["audit_ok"] = (audits or {}).get((settings.label, seed))
+                vectors = final_correct(db.parent, task_names, summary["primary_metrics"])
+                vectors = vectors if summary["complete"] else None
+                summary["acc_ci95"] = average_accuracy_interval(vectors) if vectors else None
+                per_seed.append(vectors)
                 runs.append(summary)
         if not runs:
             continue
         per_task = {
-            key: [_mean([r[key][j] for r in runs]) for j in range(len(task_names))] for key in ("final", "learned")
+            key: [_mean([r[key][j] for r in runs]) for j in range(len(task_names))]
+            for key in ("final", "learned", "validation")
         }
         metrics = {
             key: _mean([r["metrics"].get(key) for r in runs])
             for key in ("acc", "bwt", "forgetting", "learning_accuracy")
         }
+        correct[settings.label] = seed_mean(per_seed)
         methods.append(
             {
                 "label": settings.label,
@@ -103,6 +141,7 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
                 **per_task,
                 "metrics": metrics,
                 "acc_std": _std([r["metrics"].get("acc") for r in runs]),
+                "acc_ci95": average_accuracy_interval(pooled) if (pooled := seed_mean(per_seed)) else None,
                 "trained_percent": _mean([r["trained_percent"] for r in runs]),
                 "total_multiple": _mean([r["total_multiple"] for r in runs]),
                 "bytes": _mean([r["bytes"] for r in runs]),
@@ -111,14 +150,31 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
                 "runs": runs,
             }
         )
+    differences = []
+    accs = {m["label"]: m["metrics"]["acc"] for m in methods}
+    for first, second in (("adapters", "full"), ("adapters", "naive")):
+        a, b = correct.get(first), correct.get(second)
+        if a is not None and b is not None and accs[first] is not None and accs[second] is not None:
+            low, high = difference_interval(a, b)
+            gap = accs[first] - accs[second]
+            differences.append({"first": first, "second": second, "acc_difference": gap, "ci95": [low, high]})
     return {
         "scenario": scenario.name,
+        "differences": differences,
+        "ci_level": LEVEL,
         "description": scenario.description,
         "notes": scenario.notes,
         "source": scenario.source,
         "tasks": task_names,
         "datasets": [t.dataset_name for t in scenario.tasks],
-        "caps": {t.name: {"max_train": t.data.max_train, "max_eval": t.data.max_eval} for t in scenario.tasks},
+        "caps": {
+            t.name: {
+                "max_train": t.data.max_train,
+                "max_eval": t.data.max_eval,
+                "max_validation": t.data.max_validation,
+            }
+            for t in scenario.tasks
+        },
         "train": scenario.train.to_dict(),
         "encoder": scenario.encoder,
         "methods": methods,
@@ -159,14 +215,27 @@ def findings(data: dict) -> list[str]:
             )
     adapters, full = by_label.get("adapters"), by_label.get("full")
     if adapters and full and adapters["metrics"]["acc"] is not None and full["metrics"]["acc"] is not None:
-        gap = 100 * (full["metrics"]["acc"] - adapters["metrics"]["acc"])
         lines.append(
-            f"`adapters` average {_pct(adapters['metrics']['acc'])} vs `full` {_pct(full['metrics']['acc'])}: "
-            f"{'adapters trail by' if gap > 0 else 'adapters lead by'} {abs(gap):.1f} points "
-            f"with {adapters['trained_percent']:.2f}% vs {full['trained_percent']:.1f}% of the "
-            "parameters trained per task."
+            f"`adapters` average {_pct(adapters['metrics']['acc'])} vs `full` {_pct(full['metrics']['acc'])}, "
+            f"with {adapters['trained_percent']:.2f}% vs {full['trained_percent']:.1f}% of the parameters "
+            f"trained per task: {difference_verdict(data, 'adapters', 'full')}"
         )
     return lines
+
+
+def difference_verdict(data: dict, first: str, second: str) -> str:
+    """What may be said of first - second: a lead or a gap only when the paired bootstrap interval
+    over test examples excludes zero; never a difference the interval does not show."""
+    found = [d for d in data.get("differences", []) if (d["first"], d["second"]) == (first, second)]
+    if not found:
+        return "no interval over test examples for this run (no per-example record), so no difference is claimed."
+    gap, (low, high) = 100 * found[0]["acc_difference"], (100 * v for v in found[0]["ci95"])
+    span = f"{gap:+.1f} points, {100 * data.get('ci_level', LEVEL):.0f}% interval [{low:+.1f}, {high:+.1f}]"
+    if low > 0:
+        return f"`{first}` lead by {span}."
+    if high < 0:
+        return f"`{first}` trail by {span}."
+    return f"difference {span}: the interval includes zero, so these runs show no difference."
 
 
 def format_comparison(data: dict, command: str | None = None) -> str:
@@ -177,11 +246,14 @@ def format_comparison(data: dict, command: str | None = None) -> str:
     if command:
         out += ["Generated, not written by hand; reproduce with:", "", "```bash", command, "```", ""]
     caps = {(c["max_train"], c["max_eval"]) for c in data["caps"].values()}
+    # Where a task caps validation on its own, the eval cap above is its test split's alone.
+    validation = sorted({c.get("max_validation") for c in data["caps"].values()} - {None})
     out += [
         f"Encoder: `{data['encoder'] or 'sentence-transformers/all-MiniLM-L6-v2'}`; training: "
         f"{data['train']['epochs']} epoch(s), batch {data['train']['batch_size']}, max length "
         f"{data['train']['max_length']}; caps (train, eval) per task: "
         + ", ".join(f"{a if a else 'all'}/{b if b else 'all'}" for a, b in sorted(caps, key=str))
+        + (f"; validation capped on its own at {', '.join(map(str, validation))}" if validation else "")
         + ".",
         "",
     ]
@@ -199,13 +271,21 @@ def format_comparison(data: dict, command: str | None = None) -> str:
             "Score per task right after it was learned (×100)",
             "The diagonal of R: what each method reaches on a task before any later task can interfere.",
         ),
+        (
+            "validation",
+            "Validation score per task, where model selection looks (×100)",
+            "The best epoch's score on each task's validation split, the only score settings may be chosen "
+            "by; the tables above are the test scores, read once.",
+        ),
     ):
         out += [f"## {title}", "", note, "", header, rule]
         for m in data["methods"]:
-            average = m["metrics"]["acc"] if key == "final" else m["metrics"]["learning_accuracy"]
+            average = {"final": m["metrics"]["acc"], "learned": m["metrics"]["learning_accuracy"]}.get(
+                key, _mean(m.get(key, []))
+            )
             out.append(
                 f"| {m['label']}{'' if m['complete'] else ' (incomplete)'} | "
-                + " | ".join(_pct(v) for v in m[key])
+                + " | ".join(_pct(v) for v in m.get(key, [None] * len(names)))
                 + f" | **{_pct(average)}** | "
                 f"{m['trained_percent']:.2f}% | {m['total_multiple']:.2f}× |"
             )
@@ -213,13 +293,21 @@ def format_comparison(data: dict, command: str | None = None) -> str:
     out += [
         "## Continual-learning metrics",
         "",
-        "| method | ACC | BWT | forgetting | audit | train time (s) |",
-        "|---|---|---|---|---|---|",
+        "ACC is the mean over seeds; ± its standard deviation where more than one seed ran; the interval "
+        "is a 95% bootstrap over test examples (each task's examples resampled, tasks averaged), shown "
+        "where every task's final predictions were recorded and every metric is accuracy.",
+        "",
+        "| method | seeds | ACC | 95% interval | BWT | forgetting | audit | train time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in data["methods"]:
         audit = ", ".join("–" if a is None else ("pass" if a else "FAIL") for a in m["audit_ok"])
+        spread = f" ± {100 * m['acc_std']:.1f}" if m.get("acc_std") is not None else ""
+        ci = m.get("acc_ci95")
+        interval = f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "–"
         out.append(
-            f"| {m['label']} | {_pct(m['metrics']['acc'])} | {_signed(m['metrics']['bwt'])} | "
+            f"| {m['label']} | {len(m.get('seeds', []))} | {_pct(m['metrics']['acc'])}{spread} | {interval} | "
+            f"{_signed(m['metrics']['bwt'])} | "
             f"{_signed(m['metrics']['forgetting'])} | {audit} | {m['train_seconds']:.0f} |"
         )
     paper = data["paper"]

@@ -39,6 +39,9 @@ class TaskAudit:
     confirmed_by: str = "full"
     probe_max_diff: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: Per-example correctness of the fresh evaluation (classification tasks re-scored in full): what
+    #: bootstrap intervals over test examples resample. Kept out of `to_dict` (thousands of entries).
+    correct: list[bool] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -52,7 +55,8 @@ class AuditReport:
         return all(t.ok for t in self.tasks)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": [asdict(t) for t in self.tasks]}
+        tasks = [{k: v for k, v in asdict(t).items() if k != "correct"} for t in self.tasks]
+        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": tasks}
 
 
 def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
@@ -60,7 +64,7 @@ def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
     result = TaskAudit(task=name, ok=False)
     try:
         registry.verify_bundle(name)
-        evaluation = runner.evaluate_task(name)
+        evaluation, encoded = runner.rescore(name)
     except DataError as exc:
         if not str(exc).startswith("data unavailable"):
             result.problems.append(str(exc))
@@ -75,6 +79,8 @@ def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
         result.problems.append("no registration score recorded")
         return result
     result.recorded, result.measured = recorded[0].value, evaluation.scores[task.primary_metric]
+    if task.head == "classification":
+        result.correct = (evaluation.predictions == encoded.targets.numpy()).tolist()
     if abs(result.measured - result.recorded) > tolerance:
         result.problems.append(
             f"{task.primary_metric} {result.measured:.6f} != recorded {result.recorded:.6f}"

@@ -11,7 +11,8 @@ Format (see `scenarios/*.yaml`)::
     encoder: sentence-transformers/all-MiniLM-L6-v2   # optional, default encoder
     seeds: [0]
     train: {epochs: 1, max_length: 64}                 # TrainConfig fields, shared by all methods
-    data: {max_train: 160, max_eval: 100}              # caps for every task (a task may override)
+    data: {max_train: 160, max_eval: 100}              # caps for every task (a task may override);
+                                                       # max_validation caps validation alone
     methods:                                           # label -> method settings
       adapters: {adapter_size: 64, lr: 3.0e-3}
       naive: {lr: 5.0e-5}
@@ -27,6 +28,7 @@ import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -34,9 +36,23 @@ from continual_adapters.core.config import METHODS, AdapterConfig, TrainConfig, 
 from continual_adapters.core.errors import ConfigError, DataError
 from continual_adapters.data.reader import default_data_dir, read_dataset_json, resolve_data_path
 from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry.registry import Registry
 
-DATA_KEYS = ("max_train", "max_eval", "seed", "text_column", "pair_column", "label_column", "metric", "head")
+if TYPE_CHECKING:
+    from continual_adapters.stream.audit import AuditReport
+
+DATA_KEYS = (
+    "max_train",
+    "max_eval",
+    "max_validation",
+    "seed",
+    "text_column",
+    "pair_column",
+    "label_column",
+    "metric",
+    "head",
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,18 @@ class RunOutcome:
     skipped: list[str]
 
 
+#: Per run folder: each task's per-example correctness at the end of the stream, from the audit's
+#: full re-score; the comparison's bootstrap intervals resample it (report/comparison.py).
+FINAL_CORRECT = "final_correct.json"
+
+
+def write_final_correct(folder: Path, report: AuditReport) -> None:
+    """One 0/1 string per classification task that was re-scored in full (probe-confirmed tasks
+    have no fresh predictions and are left out: the comparison then gives no interval)."""
+    tasks = {t.task: "".join("1" if c else "0" for c in t.correct) for t in report.tasks if t.correct is not None}
+    atomic_write(folder / FINAL_CORRECT, json.dumps({"tasks": tasks}, sort_keys=True).encode())
+
+
 def run_method(
     scenario: Scenario,
     settings: MethodSettings,
@@ -215,7 +243,14 @@ def run_method(
 
     if not registry.initialized():
         registry.init()
-    registry.fsck(repair=True)
+    # An interrupted earlier run (killed mid-task) leaves a pending row whose owner is dead and the
+    # files it had written: both go, and that task is trained again below. A live owner's are kept.
+    repaired = registry.fsck(repair=True)
+    if repaired.dead_pending or repaired.orphan_files:
+        log(
+            f"[{settings.label} seed {seed}] recovered from an interrupted run: removed pending "
+            f"{', '.join(repaired.dead_pending) or 'none'} and {len(repaired.orphan_files)} orphan file(s)"
+        )
     runner = Runner(
         registry,
         encoder=scenario.encoder,
@@ -229,6 +264,7 @@ def run_method(
     train = settings.train_config(scenario.train, seed)
     for position, task in enumerate(scenario.tasks, 1):
         if task.name in ready:
+            log(f"[{settings.label} seed {seed}] skip {position}/{len(scenario.tasks)}: {task.name} (already ready)")
             outcome.skipped.append(task.name)
             continue
         log(f"[{settings.label} seed {seed}] task {position}/{len(scenario.tasks)}: {task.name}")
@@ -297,6 +333,8 @@ def run_scenario(
         if audit_runs:
             report = audit(Runner(reg, device=device, progress=False))
             audits[(settings.label, seed)] = report.ok
+            if not registry:
+                write_final_correct(scenario.run_dir(Path(out), settings, seed), report)
             log(
                 f"[{settings.label} seed {seed}] audit {'passed' if report.ok else 'FAILED'}"
                 + ("" if report.ok or settings.method != "naive" else " (expected: naive forgets)")

@@ -123,3 +123,55 @@ def test_changed_file_in_place_is_still_refused(layout):
     train_file.write_text(train_file.read_text().replace("cr-train good 0", "cr-train good zero"))
     with pytest.raises(IntegrityError, match="data file changed"):
         load_recorded_train(provenance)
+
+
+# -- caps: max_validation caps the validation split alone, max_eval the test split (and validation
+# -- too when max_validation is not set, as before the split caps existed)
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def test_max_validation_caps_validation_alone_on_real_data(data_dir):
+    spec = DataSpec.from_folder("trec", data_dir, max_validation=20)
+    assert (spec.max_eval, spec.max_validation) == (None, 20)
+    loaded = load_task_data(spec)
+    assert len(loaded.validation) == 20 and len(loaded.targets["validation"]) == 20
+    assert loaded.eval_split == "test" and len(loaded.evaluation) == _lines(data_dir / "trec" / "test.jsonl") == 500
+    provenance = json.loads(json.dumps(loaded.provenance(spec)))
+    assert provenance["spec"]["max_validation"] == 20 and provenance["spec"]["max_eval"] is None
+    assert provenance["sizes"] == {"train": _lines(data_dir / "trec" / "train.jsonl"), "validation": 20, "test": 500}
+    split, targets = load_eval_split(provenance, loaded.labels)  # a re-score reads the same, uncapped, test split
+    assert split.texts == loaded.evaluation.texts and targets == loaded.targets["test"]
+
+
+def test_max_eval_alone_still_caps_both_and_max_validation_overrides_it_for_validation(data_dir):
+    both = load_task_data(DataSpec.from_folder("trec", data_dir, max_eval=30))
+    assert (len(both.validation), len(both.evaluation)) == (30, 30)
+    assert both.provenance()["spec"]["max_validation"] is None
+    split = load_task_data(DataSpec.from_folder("trec", data_dir, max_eval=30, max_validation=12))
+    assert (len(split.validation), len(split.evaluation)) == (12, 30)
+    assert split.evaluation.texts == both.evaluation.texts  # the test split is the one max_eval gave before
+    # The same seeded subset whichever field caps it: max_validation=12 is max_eval=12's validation.
+    twelve = load_task_data(DataSpec.from_folder("trec", data_dir, max_eval=12))
+    assert split.validation.texts == twelve.validation.texts
+
+
+def test_a_registry_recorded_before_max_validation_reloads_as_before(data_dir):
+    loaded = load_task_data(DataSpec.from_folder("trec", data_dir, max_eval=30))
+    provenance = json.loads(json.dumps(loaded.provenance()))
+    del provenance["spec"]["max_validation"]  # what registries written before the field hold
+    split, _ = load_eval_split(provenance, loaded.labels)
+    assert split.texts == loaded.evaluation.texts and len(split) == 30
+
+
+def test_max_validation_caps_an_evaluation_split_that_is_the_validation_split(layout):
+    """No test file: the task is scored on its validation split, so max_validation caps what is
+    scored, and the re-score reloads that same capped split."""
+    spec = DataSpec(train="cr/train.jsonl", validation="cr/validation.jsonl", max_eval=100, max_validation=3)
+    provenance, labels = _register(spec)
+    assert provenance["eval_split"] == "validation" and provenance["sizes"]["validation"] == 3
+    loaded = load_task_data(spec)
+    split, _ = load_eval_split(provenance, labels)
+    assert len(split) == 3 and split.texts == loaded.evaluation.texts

@@ -25,13 +25,20 @@ def test_figures_come_from_the_registries(smoke_run):
     assert by_label["naive"]["trained_percent"] > 99 and by_label["adapters"]["trained_percent"] < 3
     assert by_label["adapters"]["runs"][0]["adapter_sizes"] == {"sst2": 64, "trec": 64, "emotion": 64}
     assert by_label["ln-only"]["runs"][0]["adapter_sizes"] == {"sst2": 0, "trec": 0, "emotion": 0}
+    assert all(v is not None and 0 <= v <= 1 for m in data["methods"] for v in m["validation"])
+    for method in data["methods"]:  # every smoke task is scored by accuracy, so each ACC has its interval
+        low, high = method["acc_ci95"]
+        assert low <= method["metrics"]["acc"] <= high and high - low > 0
+    assert [(d["first"], d["second"]) for d in data["differences"]] == [("adapters", "naive")]
+    gap = data["differences"][0]
+    assert gap["ci95"][0] <= gap["acc_difference"] <= gap["ci95"][1]
 
 
 def test_document_has_both_tables_the_paper_and_findings(smoke_run):
     text = (smoke_run["out"] / "results.md").read_text()
     assert "cadapt run-scenario" in text and "## Findings" in text
     assert all(f"| {row['method']} | {row['average']:.1f} |" in text for row in PAPER["rows"])
-    assert "exactly zero" in text
+    assert "exactly zero" in text and "## Validation score per task, where model selection looks" in text
     for line in text.splitlines():
         if line.startswith("![") and "](" in line:
             assert (smoke_run["out"] / line.split("](")[1].rstrip(")")).is_file()
@@ -46,7 +53,24 @@ def test_findings_flag_nonzero_bwt_for_isolating_methods():
     }
     lines = findings(data)
     assert "NOT zero" in lines[0] and "exactly zero" in lines[1]
-    assert "adapters trail by 3.0 points" in lines[2]
+    assert "no difference is claimed" in lines[2] and "trail" not in lines[2]
+
+
+def test_findings_claim_a_difference_only_outside_its_interval():
+    """The generated line may say lead or trail only when the paired interval excludes zero."""
+    methods = [
+        {"label": "adapters", "method": "adapters", "metrics": {"bwt": 0.0, "acc": 0.8}, "trained_percent": 2.6},
+        {"label": "full", "method": "full", "metrics": {"bwt": 0.0, "acc": 0.83}, "trained_percent": 100.0},
+    ]
+    inside = {"first": "adapters", "second": "full", "acc_difference": -0.03, "ci95": [-0.07, 0.01]}
+    line = findings({"methods": methods, "differences": [inside]})[-1]
+    assert "includes zero" in line and "show no difference" in line and "-3.0 points" in line
+    assert "trail" not in line and "lead" not in line
+    outside = dict(inside, ci95=[-0.05, -0.01])
+    assert (
+        "`adapters` trail by -3.0 points, 95% interval [-5.0, -1.0]"
+        in findings({"methods": methods, "differences": [outside]})[-1]
+    )
 
 
 def test_findings_name_the_sizes_auto_picked():

@@ -48,6 +48,23 @@ def test_every_shipped_scenario_parses(path, data_dir):
     assert scenario.tasks and scenario.methods
 
 
+def test_max_validation_is_a_data_key_for_every_task_and_per_task(tmp_path, data_dir):
+    path = tmp_path / "caps.yaml"
+    path.write_text(
+        "name: caps\n"
+        "data: {max_train: 40, max_eval: 50, max_validation: 20}\n"
+        "methods: {adapters: {}}\n"
+        "tasks:\n"
+        "  - {name: a, data: sst2}\n"
+        "  - {name: b, data: trec, max_validation: 10}\n"
+        "  - {name: c, data: cr, max_eval: 30, max_validation: null}\n"
+    )
+    specs = {t.name: t.data for t in load_scenario(path, data_dir).tasks}
+    caps = {name: (s.max_train, s.max_eval, s.max_validation) for name, s in specs.items()}
+    assert caps == {"a": (40, 50, 20), "b": (40, 50, 10), "c": (40, 30, None)}
+    assert (specs["a"].validation_cap, specs["c"].validation_cap) == (20, 30)  # c: max_eval caps both, as before
+
+
 @pytest.mark.parametrize(
     "text,message",
     [
