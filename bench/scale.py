@@ -92,7 +92,8 @@ def grow(args: argparse.Namespace) -> None:
     registry = out / "registry.db"
     results_path = Path(args.json)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results.setdefault("settings", vars(args) | {"datasets": DATASETS, "python": sys.version.split()[0]})
+    settings = vars(args) | {"checkpoints": sorted(args.checkpoints), "datasets": DATASETS}
+    results.setdefault("settings", settings | {"python": sys.version.split()[0]})
     additions = {a["n"]: a for a in results.get("additions", [])}
     checks = {c["n"]: c for c in results.get("checkpoints", [])}
     if registry.exists():
