@@ -66,7 +66,8 @@ def run(args: list[str], registry: Path) -> tuple[subprocess.CompletedProcess[st
 def folder_bytes(root: Path) -> dict[str, int]:
     """Bytes on disk of the registry database and of each artifact folder."""
     sizes = {"database": sum(p.stat().st_size for p in root.glob("registry.db*") if p.is_file())}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    artifacts = root / "registry"  # the registry's artifact root beside registry.db: bundles/, probes/, ...
+    for folder in sorted(p for p in artifacts.iterdir() if p.is_dir()) if artifacts.is_dir() else []:
         sizes[folder.name] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return sizes
 

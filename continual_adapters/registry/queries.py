@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from continual_adapters.core.errors import RegistryError, TaskNotFoundError
@@ -144,11 +144,18 @@ class RegistryQueries(RegistryDatabase):
         )
         return [to_record(EvaluationRecord, ev, task=name) for ev, name, _ in rows]
 
-    def evaluations_of(self, names: Sequence[str]) -> dict[str, list[EvaluationRecord]]:
-        """Every evaluation row of each named task in one query, in `evaluations` order."""
+    def evaluations_of(self, names: Sequence[str], full_only: bool = False) -> dict[str, list[EvaluationRecord]]:
+        """Every evaluation row of each named task in one query, in `evaluations` order. `full_only`
+        keeps the rows that scored the task in full (its registration and full re-scores), not the
+        one row per later addition that carried a score forward: without it, confirming N tasks
+        would read O(N^2) rows."""
         with self._read() as s:
             stmt = select(EvaluationRow, TaskRow.name).join(TaskRow, TaskRow.id == EvaluationRow.task_id)
-            rows = s.execute(stmt.where(TaskRow.name.in_(names))).all()
+            stmt = stmt.where(TaskRow.name.in_(names))
+            if full_only:
+                full = or_(EvaluationRow.confirmation.is_(None), EvaluationRow.confirmation == "full")
+                stmt = stmt.where(or_(EvaluationRow.kind == "registration", and_(EvaluationRow.kind == "reeval", full)))
+            rows = s.execute(stmt).all()
         out: dict[str, list[EvaluationRecord]] = {name: [] for name in names}
         for ev, name in sorted(rows, key=lambda r: (r[0].after_tasks, r[0].metric, r[0].split, r[0].kind)):
             out[name].append(to_record(EvaluationRecord, ev, task=name))

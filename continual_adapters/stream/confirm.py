@@ -116,7 +116,8 @@ class EarlierTasks:
                 self._backfill_probe(name, encoded)
         skip = set(confirmed.rescored) | unscored
         replayed = [probe for name, probe in probes.items() if probe is not None and name not in skip]
-        histories = self.registry.evaluations_of([probe.task for probe in replayed]) if replayed else {}
+        names = [probe.task for probe in replayed]
+        histories = self.registry.evaluations_of(names, full_only=True) if replayed else {}
         for result in check(self.model, replayed):
             if not result.ok:
                 raise IntegrityError(
@@ -124,8 +125,7 @@ class EarlierTasks:
                     f"(max difference {result.max_abs_diff:.3g})"
                 )
             confirmed.probes[result.task] = result.max_abs_diff
-            history = histories[result.task] if histories else []
-            confirmed.drafts.extend(carried(tasks[result.task], history))
+            confirmed.drafts.extend(carried(tasks[result.task], histories.get(result.task, [])))
 
     def _backfill_probe(self, name: str, encoded: Encoded) -> None:
         """A task from before probes existed gets one now, from the outputs just re-scored in full."""

@@ -132,13 +132,23 @@ class Runner:
                 known = record if record is not None and other == name else self.registry.verify_bundle(other)
                 load_task(self.model, safe_path(self.registry.root, known.path), expected_sha256=known.sha256)
 
-    def snapshot(self, names: list[str]) -> dict[str, Any]:
+    def snapshot(self, names: list[str], recorded: bool = False) -> dict[str, Any]:
         """Hashes of the base weights, every earlier bundle file and the tensors of those attached
-        (all of them for a method that shares weights; none otherwise: their probes speak for them)."""
+        (all of them for a method that shares weights; none otherwise: their probes speak for them).
+
+        `recorded=True` (before an addition) takes each bundle's recorded sha256 instead of hashing
+        its file: confirming loads every earlier bundle checked against exactly that hash, and the
+        files are hashed again afterwards, so a file that differed is caught either way, for one
+        read of each file fewer (docs/scale.md)."""
         model = self.model
+        records = self.registry.bundles(names) if names else {}
+        root = self.registry.root
         return {
             "base_sha256": model.base_sha256(refresh=True),
-            "bundle_files": {n: sha256_file(self.registry.bundle_path(n)) for n in names},
+            "bundle_files": {
+                n: r.sha256 if recorded else sha256_file(safe_path(root, r.path), follow_symlinks=False)
+                for n, r in records.items()
+            },
             "task_tensors": {} if model.isolates_tasks else {n: model.task_sha256(n) for n in names},
         }
 
@@ -186,7 +196,7 @@ class Runner:
         else:  # one shared encoder: every earlier head rides on it
             for other in earlier:
                 self.attach(other)
-        before = self.snapshot(earlier)
+        before = self.snapshot(earlier, recorded=True)
         clock.lap("prepare")
         self.registry.begin_task(
             name,

@@ -40,3 +40,22 @@ def test_batched_reads_equal_the_one_task_reads_and_check_the_same_things(backen
     with pytest.raises(IntegrityError, match="not signed|signature"):
         reg.bundles(["a"])
     reg.close()
+
+
+def test_full_only_keeps_the_rows_that_scored_a_task_in_full(backend):
+    """Probe-carried rows (one per later addition) are what make a history grow with the stream."""
+    reg = backend.registry()
+    reg.init()
+    for name in ("a", "b", "c"):
+        add_with(reg, name)
+    reg.add_evaluations([EvaluationDraft("a", "test", "accuracy", 0.5, kind="reeval", confirmation="probe")], 2)
+    reg.add_evaluations([EvaluationDraft("a", "test", "accuracy", 0.4, kind="reeval", confirmation="full")], 3)
+    every = reg.evaluations_of(["a"])["a"]
+    full = reg.evaluations_of(["a"], full_only=True)["a"]
+    assert [(e.kind, e.confirmation) for e in every] == [
+        ("registration", None),
+        ("reeval", "probe"),
+        ("reeval", "full"),
+    ]
+    assert full == [every[0], every[2]]
+    reg.close()
