@@ -56,11 +56,12 @@ class RegistryChecks(RegistryQueries):
             raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
         return record
 
-    def bundles(self, names: Sequence[str]) -> dict[str, BundleRecord]:
+    def bundles(self, names: Sequence[str], check_signatures: bool = True) -> dict[str, BundleRecord]:
         """Ready tasks' bundle rows in one query (and, with a key, each row against its signature, as
         `verify_bundle` does): for a caller about to load many bundles, which checks every file's
-        sha256 as it reads it (`load_task(expected_sha256=...)`) instead of hashing it twice."""
-        key = signing.registry_key()
+        sha256 as it reads it (`load_task(expected_sha256=...)`) instead of hashing it twice.
+        `check_signatures=False` is for a caller that checks each task's signature itself."""
+        key = signing.registry_key() if check_signatures else None
         with self._read() as s:
             rows = s.execute(
                 select(TaskRow, BundleRow)

@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from continual_adapters.core.errors import CadaptError, DataError
-from continual_adapters.stream.confirm import load_probe, rounds
+from continual_adapters.registry import BundleRecord, EvaluationRecord, Registry, TaskRecord
+from continual_adapters.stream.confirm import PROBE_KIND, load_probe, probe_from, rounds
 from continual_adapters.stream.runner import Runner
-from continual_adapters.training.probe import check
+from continual_adapters.training.probe import Probe, check
 
 
 @dataclass
@@ -59,7 +60,7 @@ class AuditReport:
         return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": tasks}
 
 
-def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
+def audit_task(runner: Runner, name: str, tolerance: float, recorded_rows: Recorded | None = None) -> TaskAudit:
     registry = runner.registry
     result = TaskAudit(task=name, ok=False)
     try:
@@ -89,7 +90,9 @@ def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
     result.predictions_equal = evaluation.predictions_sha256 == recorded[0].predictions_sha256
     if not result.predictions_equal and tolerance == 0:
         result.problems.append("predictions differ from those recorded (hash mismatch)")
-    result.problems.extend(record_problems(runner, task, recorded[0], tolerance))
+    reevals = registry.evaluations(name, kind="reeval")
+    checks = recorded_rows or Recorded.read(registry)
+    result.problems.extend(record_problems(runner, task, recorded[0], tolerance, checks, reevals))
     golden = torch.tensor((task.proof or {}).get("golden", {}).get("logits", []))
     if golden.numel():
         measured = evaluation.logits[: len(golden)]
@@ -101,30 +104,55 @@ def audit_task(runner: Runner, name: str, tolerance: float) -> TaskAudit:
     return result
 
 
-def record_problems(runner: Runner, task, registration, tolerance: float) -> list[str]:
+@dataclass
+class Recorded:
+    """The rows every task's checks compare against, read once per audit rather than once per task
+    (reading them per task made `audit --probe` quadratic in the number of tasks)."""
+
+    base_sha256: str | None
+    bundles: dict[str, BundleRecord]
+    unchanged_after: dict[int | None, bool]
+
+    @classmethod
+    def read(cls, registry: Registry) -> Recorded:
+        base = registry.base_model()
+        every = registry.tasks(include_retired=True)
+        ready = [t.name for t in every if t.status == "ready"]
+        return cls(
+            None if base is None else base.sha256,
+            registry.bundles(ready, check_signatures=False) if ready else {},
+            {t.position: bool((t.proof or {}).get("unchanged")) for t in every},
+        )
+
+
+def record_problems(
+    runner: Runner, task: TaskRecord, registration: EvaluationRecord, tolerance: float,
+    recorded: Recorded, reevals: list[EvaluationRecord],
+) -> list[str]:  # fmt: skip
     """Rows that must agree with each other or with the attached model, so an edit to one of them
     shows even without a signing key: labels and parameter counts against the bundle, the proof
-    against the base and bundle rows, and re-evaluations against the registration score
-    wherever the proof of the task added at that step says earlier tasks were unchanged."""
-    registry, model, problems = runner.registry, runner.model, []
-    bundle = registry.bundle(task.name)
+    against the base and bundle rows, and re-evaluations (`reevals`, the task's rows of kind
+    reeval) against the registration score wherever the proof of the task added at that step says
+    earlier tasks were unchanged."""
+    model, problems = runner.model, []
+    bundle = recorded.bundles[task.name]
     if list(model.spec(task.name).labels) != list(task.labels):
         problems.append(f"labels {task.labels} differ from the bundle's {list(model.spec(task.name).labels)}")
     if model.parameter_counts(task.name).to_dict() != bundle.param_counts:
         problems.append("recorded parameter counts differ from the bundle's")
     proof = task.proof or {}
     if proof.get("unchanged"):
-        base = registry.base_model()
         before = proof.get("before") or {}
-        if before != proof.get("after") or (base is not None and before.get("base_sha256") != base.sha256):
+        base = recorded.base_sha256
+        if before != proof.get("after") or (base is not None and before.get("base_sha256") != base):
             problems.append("the hash proof is inconsistent (before != after, or not the registry's base)")
-        ready = {t.name: t for t in registry.tasks()}
         for other, sha in (before.get("bundle_files") or {}).items():
-            if other in ready and registry.bundle(other).sha256 != sha:
+            if other in recorded.bundles and recorded.bundles[other].sha256 != sha:
                 problems.append(f"the hash proof records {other}'s bundle as {sha[:16]}, its row says otherwise")
-    unchanged_after = {t.position: bool((t.proof or {}).get("unchanged")) for t in registry.tasks(include_retired=True)}
-    for e in registry.evaluations(task.name, kind="reeval"):
-        if (e.metric, e.split) != (registration.metric, registration.split) or not unchanged_after.get(e.after_tasks):
+    for e in reevals:
+        if (e.metric, e.split) != (registration.metric, registration.split) or not recorded.unchanged_after.get(
+            e.after_tasks
+        ):
             continue
         if abs(e.value - registration.value) > tolerance or (
             tolerance == 0 and e.predictions_sha256 != registration.predictions_sha256
@@ -136,32 +164,63 @@ def record_problems(runner: Runner, task, registration, tolerance: float) -> lis
     return problems
 
 
-def probe_audit(runner: Runner, names: list[str], tolerance: float, note: str | None = None) -> list[TaskAudit]:
-    """Hashes, signatures, the rows' agreement and the probe of every task, a round at a time."""
+def stored_probes(registry: Registry, names: list[str], audits: dict[str, TaskAudit]) -> dict[str, Probe | None]:
+    """The probes of `names`, read in one query; if that fails (a tampered row), task by task, so the
+    failure lands on its task: None there, with the problem recorded. Tasks without one are absent."""
+    try:
+        return {
+            name: probe_from(data, name, registry) for name, data in registry.read_artifacts(PROBE_KIND, names).items()
+        }
+    except CadaptError:
+        pass
+    out: dict[str, Probe | None] = {}
+    for name in names:
+        try:
+            probe = load_probe(registry, name)
+        except CadaptError as exc:
+            audits[name].problems.append(str(exc))
+            out[name] = None
+            continue
+        if probe is not None:
+            out[name] = probe
+    return out
+
+
+def probe_audit(
+    runner: Runner, names: list[str], tolerance: float, note: str | None = None, recorded: Recorded | None = None
+) -> list[TaskAudit]:
+    """Hashes, signatures, the rows' agreement and the probe of every task, a round at a time, with
+    one registry read per round for bundles, probes and histories."""
     registry, model = runner.registry, runner.model
+    recorded = recorded or Recorded.read(registry)
+    tasks = {t.name: t for t in registry.tasks()}
     results: list[TaskAudit] = []
     for chunk in rounds(names):
         audits = {name: TaskAudit(task=name, ok=False, confirmed_by="probe") for name in chunk}
-        probes = []
+        attached = []
         for name, result in audits.items():
             try:
-                registry.verify_bundle(name)
-                runner.attach(name)
-                probe = load_probe(registry, name)
+                runner.attach(name, registry.verify_bundle(name))
+                attached.append(name)
             except CadaptError as exc:
                 result.problems.append(str(exc))
-                continue
-            if probe is None:
+        stored = stored_probes(registry, attached, audits)
+        histories = registry.evaluations_of(attached)
+        probes = []
+        for name in attached:
+            result, probe = audits[name], stored.get(name)
+            if name not in stored:
                 result.problems.append("no probe stored (registered before probes existed): run a full audit")
                 continue
+            if probe is None:
+                continue
             probes.append(probe)
-            task = registry.task(name)
-            registration = [
-                e for e in registry.evaluations(name, kind="registration") if e.metric == task.primary_metric
-            ]
+            task, history = tasks[name], histories[name]
+            registration = [e for e in history if e.kind == "registration" and e.metric == task.primary_metric]
             if registration:
                 result.recorded = result.measured = registration[0].value
-                result.problems.extend(record_problems(runner, task, registration[0], tolerance))
+                reevals = [e for e in history if e.kind == "reeval"]
+                result.problems.extend(record_problems(runner, task, registration[0], tolerance, recorded, reevals))
         for outcome in check(model, probes, tolerance):
             audits[outcome.task].probe_max_diff = outcome.max_abs_diff
             if not outcome.ok:
@@ -184,7 +243,7 @@ def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> A
         runner.load_model()
     except CadaptError as exc:
         return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode)
-    names = [t.name for t in tasks]
+    names, recorded = [t.name for t in tasks], Recorded.read(runner.registry)
     if probe_only:
-        return AuditReport(probe_audit(runner, names, tolerance), tolerance, mode)
-    return AuditReport([audit_task(runner, name, tolerance) for name in names], tolerance, mode)
+        return AuditReport(probe_audit(runner, names, tolerance, recorded=recorded), tolerance, mode)
+    return AuditReport([audit_task(runner, name, tolerance, recorded) for name in names], tolerance, mode)
