@@ -202,15 +202,12 @@ class RegistryQueries(RegistryDatabase):
         column = {t.id: j for j, t in enumerate(tasks)}
         metrics = [metric or t.primary_metric for t in tasks]
         splits = [split] * len(tasks)
+        registered: dict[int, list[tuple[int, str, str]]] = {}  # one pass: per task was O(tasks x rows)
+        for e in evals:
+            if e.kind == "registration":
+                registered.setdefault(e.task_id, []).append((e.after_tasks, e.metric, e.split))
         for j, t in enumerate(tasks):
-            own = {
-                e.split
-                for e in evals
-                if e.task_id == t.id
-                and e.after_tasks == t.position
-                and e.kind == "registration"
-                and e.metric == metrics[j]
-            }
+            own = {sp for after, m, sp in registered.get(t.id, []) if after == t.position and m == metrics[j]}
             splits[j] = split or t.data.get("eval_split") or min(own, default=None)
         cells = []
         for e in sorted(evals, key=lambda e: EVAL_KINDS.index(e.kind)):
