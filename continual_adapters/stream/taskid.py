@@ -39,7 +39,7 @@ ROUTERS = ("mahalanobis", "centroid")
 DEFAULT_ROUTER = "mahalanobis"
 #: Weight of the identity (scaled to the average variance) in the pooled covariance: chosen on
 #: validation rows by bench/taskid_scale.py, never on test rows.
-SHRINKAGE = 0.1
+SHRINKAGE = 0.01
 
 
 @torch.no_grad()
