@@ -95,7 +95,7 @@ def test_smoke_stream_every_task_ready_and_audited(smoke_run):
         ]
     audits = {m["label"]: m["audit_ok"] for m in data["methods"]}
     assert audits["adapters"] == [True] and audits["ln-only"] == [True]
-    assert (out / "results.md").read_text().count("| adapters |") == 3
+    assert (out / "results.md").read_text().count("| adapters |") == 4  # final, learned, validation, metrics
 
 
 def test_smoke_naive_forgets_where_adapters_do_not(smoke_run):
