@@ -1,10 +1,10 @@
 """Layer 10, `cadapt`: the command line, a thin layer over the Python API.
 
 One module per command family: tasks (init, tasks, show, remove, fsck), stream (add-task, audit,
-report, run-scenario), transfer (export, import) and predict. `main` is the console script.
+report), scenario (run-scenario), transfer (export, import) and predict. `main` is the console script.
 """
 
-from continual_adapters.cli import predict, stream, tasks, transfer  # noqa: F401  (registers the commands)
+from continual_adapters.cli import predict, scenario, stream, tasks, transfer  # noqa: F401  (registers the commands)
 from continual_adapters.cli.main import cli, main
 
 __all__ = ["cli", "main"]

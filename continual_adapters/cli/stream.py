@@ -1,4 +1,4 @@
-"""Commands that grow or read the stream: add-task, audit, report, run-scenario.
+"""Commands that grow or read the stream: add-task, audit, report (run-scenario: scenario.py).
 
 Only click and the torch-free configs are imported at module level: `cadapt` imports this module
 for every command, so anything that loads torch, transformers, scikit-learn or even numpy (the
@@ -7,7 +7,6 @@ runner, the data readers, the plots) is imported inside the command that uses it
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,8 +22,6 @@ from continual_adapters.core.config import (
     TrainConfig,
     validate_task_name,
 )
-from continual_adapters.core.errors import ConfigError
-from continual_adapters.registry import Registry
 
 if TYPE_CHECKING:
     from continual_adapters.data.taskdata import DataSpec
@@ -283,123 +280,3 @@ def report(ctx, output, plots, task_id, as_json):
     if output:
         Path(output).write_text(text, encoding="utf-8")
     emit(data, as_json, text)
-
-
-def _seed_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    """`--seeds 0,1,2` -> (0, 1, 2); anything else is a usage error (exit 2) quoting the value."""
-    if value is None:
-        return None
-    parts = [p.strip() for p in value.split(",")]
-    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
-        raise click.UsageError(f"--seeds: {value!r} is not a comma-separated list of integers", ctx)
-    seeds = tuple(int(p) for p in parts)
-    if len(set(seeds)) != len(seeds):
-        raise click.UsageError(f"--seeds: {value!r} names a seed twice", ctx)
-    return seeds
-
-
-@cli.command("run-scenario")
-@click.argument("scenario_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(), default=None, help="Run folder, one registry per method [runs/<name>].")
-@click.option(
-    "--data-dir",
-    envvar="CADAPT_DATA_DIR",
-    type=click.Path(),
-    help="Where the scenario's datasets live [env CADAPT_DATA_DIR; default ../shared/data].",
-)
-@click.option("--methods", default=None, help="Comma-separated subset of the scenario's methods.")
-@click.option(
-    "--seeds",
-    default=None,
-    callback=_seed_list,
-    help="Comma-separated seeds, e.g. 0,1,2, instead of the scenario's `seeds:` (with --report-only too).",
-)
-@click.option(
-    "--registry",
-    "single_registry",
-    default=None,
-    help="Put a single-method scenario into this registry (path or URL) instead of --out "
-    "[the global --registry / CADAPT_REGISTRY, if set].",
-)
-@click.option("--results", type=click.Path(), default=None, help="Also write the comparison as Markdown here.")
-@click.option("--device", default=None)
-@click.option("--no-audit", is_flag=True, help="Skip the audit after each method.")
-@click.option("--report-only", is_flag=True, help="Train nothing: audit and compare the tasks already there.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@json_option
-@click.pass_context
-def run_scenario_command(
-    ctx,
-    scenario_file,
-    out,
-    data_dir,
-    methods,
-    seeds,
-    single_registry,
-    results,
-    device,
-    no_audit,
-    report_only,
-    quiet,
-    as_json,
-):
-    """Run a task-stream scenario (every method, every seed) and print the comparison."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    from continual_adapters.report.comparison import compare, format_comparison, write_comparison_plots
-    from continual_adapters.stream.scenario import load_scenario, run_scenario
-
-    scenario = load_scenario(scenario_file, data_dir)
-    if seeds is not None:
-        scenario = replace(scenario, seeds=seeds)
-    out = Path(out or Path("runs") / scenario.name)
-    chosen = [m.strip() for m in methods.split(",")] if methods else None
-    quiet_libraries(quiet or as_json)
-    log = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    # A registry named globally (--registry, CADAPT_REGISTRY; --artifacts, CADAPT_ARTIFACTS) is one
-    # registry: honoured for a single run, refused for a comparison rather than silently ignored.
-    single_registry = single_registry or ctx.obj["url"]
-    artifacts = ctx.obj["artifacts"]
-    if artifacts and not single_registry:
-        raise ConfigError(
-            "--artifacts / CADAPT_ARTIFACTS names one bundle folder, but run-scenario keeps one "
-            "registry per method and seed under --out: name one registry with --registry as well"
-        )
-    audits = run_scenario(
-        scenario,
-        out,
-        chosen,
-        device=device,
-        progress=not (quiet or as_json),
-        registry=single_registry,
-        artifacts=artifacts,
-        audit_runs=not no_audit,
-        train=not report_only,
-        log=log,
-    )
-    if single_registry:
-        from continual_adapters.report.reporting import format_markdown, stream_report
-
-        data = stream_report(Registry(single_registry, artifacts))
-        data["audit_ok"] = next(iter(audits.values()), None)
-        emit(data, as_json, format_markdown(data))
-        return
-    data = compare(scenario, out, audits)
-    target = Path(results) if results else out / "results.md"
-    figures = target.parent / "figures" / scenario.name if results else out / "figures"
-    data["plots"] = write_comparison_plots(data, figures, target)
-    # The command that reproduces the document from nothing; on finished runs it only reports,
-    # so --report-only is left out of it.
-    command = (
-        f"cadapt run-scenario {scenario_file}"
-        + (f" --methods {methods}" if methods else "")
-        + (f" --seeds {','.join(map(str, seeds))}" if seeds is not None else "")
-        + f" --out {out}"
-        + (f" --results {results}" if results else "")
-        + (" --no-audit" if no_audit else "")
-    )
-    text = format_comparison(data, command)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    emit({k: v for k, v in data.items()}, as_json, text + f"\n(written to {target})")

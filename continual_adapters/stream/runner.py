@@ -53,7 +53,7 @@ from continual_adapters.stream.job import (
     git_commit,
     library_versions,
 )
-from continual_adapters.stream.taskid import CENTROIDS_KIND, compute_statistics, statistics_bytes
+from continual_adapters.stream.taskid import CENTROIDS_KIND, split_statistics_bytes
 from continual_adapters.training import distributed
 from continual_adapters.training.loop import (
     Encoded,
@@ -215,7 +215,9 @@ class Runner:
             bundle = self.registry.write_file(name, bundle_bytes(self.model, name))
             artifacts = [
                 self.registry.write_artifact(name, PROBE_KIND, probe_bytes(probe)),
-                self.registry.write_artifact(name, CENTROIDS_KIND, self.centroids(job)),
+                self.registry.write_artifact(
+                    name, CENTROIDS_KIND, split_statistics_bytes(self.model, name, job.loaded.train)
+                ),
             ]
             clock.lap("train")
             confirmation = self.confirm(job, earlier, before)
@@ -311,12 +313,6 @@ class Runner:
         model.add_task(trained.spec).load_state_dict(state)
         model.eval()
         return trained
-
-    def centroids(self, job: TaskJob) -> bytes:
-        """The new task's routing statistics for `--task auto` (taskid.py), from its training split."""
-        train = job.loaded.train
-        stats = compute_statistics(self.model, train.texts, train.pairs, train.labels)
-        return statistics_bytes(job.name, stats, self.model.base_sha256())
 
     def confirm(self, job: TaskJob, earlier: list[str], before: dict[str, Any]) -> Confirmation:
         """Confirms every earlier task (confirm.py) and hashes everything again; a method that

@@ -30,6 +30,7 @@ from continual_adapters.files.bundle import read_header
 
 if TYPE_CHECKING:
     from continual_adapters.core.model import ContinualModel
+    from continual_adapters.data.reader import Split
     from continual_adapters.registry import Registry
 
 FEATURE_CAP = 2000
@@ -177,6 +178,12 @@ def compute_statistics(
     """From at most `FEATURE_CAP` training rows, the first ones (as the recorded split orders them)."""
     rows = slice(0, FEATURE_CAP)
     return label_statistics(base_features(model, texts[rows], pairs[rows] if pairs else None), labels[rows])
+
+
+def split_statistics_bytes(model: ContinualModel, name: str, split: Split) -> bytes:
+    """The routing statistics a new task registers (its centroids artifact), from its training split."""
+    stats = compute_statistics(model, split.texts, split.pairs, split.labels)
+    return statistics_bytes(name, stats, model.base_sha256())
 
 
 def identifier(registry: Registry, model: ContinualModel, router: str = DEFAULT_ROUTER) -> TaskIdentifier:
