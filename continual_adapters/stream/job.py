@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
+from continual_adapters.core.config import AdapterConfig, MethodOptions, TaskSpec, TrainConfig
 from continual_adapters.data.taskdata import DataSpec, TaskData
 from continual_adapters.registry import EvaluationDraft, TaskRecord
 from continual_adapters.training.loop import Encoded, Evaluation, TrainResult
@@ -43,6 +43,7 @@ class TaskJob:
     auto_size: bool = False
     top_layers: int = 0
     reeval: str = "probe"
+    options: MethodOptions = field(default_factory=MethodOptions)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -57,6 +58,7 @@ class TaskJob:
             method=self.method,
             top_k=self.top_layers,
             adapter=replace(self.adapter, bottleneck=bottleneck),
+            lora=self.options.lora() if self.method == "lora" else None,
         )
 
 

@@ -25,11 +25,12 @@ import torch
 
 from continual_adapters.core.baselines import model_for_method
 from continual_adapters.core.config import (
-    BASELINE_METHODS,
     DEFAULT_LR,
     DEFAULT_TOP_LAYERS,
     AdapterConfig,
+    MethodOptions,
     TrainConfig,
+    method_family,
     validate_task_name,
 )
 from continual_adapters.core.errors import ConfigError, IntegrityError, TaskExistsError
@@ -179,12 +180,14 @@ class Runner:
         skip_reeval: bool = False,
         method: str | None = None,
         reeval: str = "probe",
+        options: MethodOptions | None = None,
     ) -> AddTaskResult | None:
         """Registers a new task (see the module docstring). Under a multi-process launch only the
         main process registers; the others train their share and return None. `reeval` is how the
-        earlier tasks are confirmed (`REEVAL_POLICIES`); `skip_reeval` is the old spelling of "none"."""
+        earlier tasks are confirmed (`REEVAL_POLICIES`); `skip_reeval` is the old spelling of "none";
+        `options` are the settings of EWC, replay, LwF and LoRA (defaults where not given)."""
         clock = PhaseClock()
-        job = self.plan(name, data, adapter, train, auto_size, "none" if skip_reeval else reeval, method)
+        job = self.plan(name, data, adapter, train, auto_size, "none" if skip_reeval else reeval, method, options)
         encoded = self.encode(job)
         if not self.world.is_main:
             self.train(job, encoded)
@@ -240,6 +243,7 @@ class Runner:
         auto_size: bool,
         reeval: str,
         method: str | None,
+        options: MethodOptions | None = None,
     ) -> TaskJob:
         """Every check that needs no training, then the data: a refused task writes nothing."""
         validate_task_name(name)
@@ -247,7 +251,7 @@ class Runner:
             raise ConfigError(f"unknown re-evaluation policy {reeval!r}; choose one of {', '.join(REEVAL_POLICIES)}")
         self.registry.ensure()
         method = method or self.method
-        if (method in BASELINE_METHODS or self.method in BASELINE_METHODS) and method != self.method:
+        if method_family(method) != method_family(self.method):
             raise ConfigError(f"this registry holds {self.method!r} tasks; {method!r} needs a registry of its own")
         adapter = adapter or AdapterConfig(bottleneck=64 if method == "adapters" else 0)
         if method != "adapters" and (auto_size or adapter.bottleneck):
@@ -265,6 +269,7 @@ class Runner:
             auto_size=auto_size,
             top_layers=self._top_layers if method == "top-k" else 0,
             reeval=reeval,
+            options=options or MethodOptions(),
         )
 
     def encode(self, job: TaskJob) -> EncodedSplits:
