@@ -15,10 +15,17 @@ import click
 from continual_adapters.cli.main import cli, emit, json_option, open_registry, quiet_libraries
 from continual_adapters.core.config import (
     DEFAULT_EPOCHS,
+    DEFAULT_EWC_DECAY,
+    DEFAULT_EWC_LAMBDA,
+    DEFAULT_LORA_RANK,
     DEFAULT_LR,
+    DEFAULT_LWF_TEMPERATURE,
+    DEFAULT_LWF_WEIGHT,
+    DEFAULT_REPLAY_SIZE,
     DEFAULT_TOP_LAYERS,
     METHODS,
     AdapterConfig,
+    MethodOptions,
     TrainConfig,
     validate_task_name,
 )
@@ -89,6 +96,28 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
     hidden=True,
     help="Old name of --top-layers (it clashed with predict's --top-k).",
 )
+@click.option("--lora-rank", type=int, default=None, help=f"--method lora: rank per task [{DEFAULT_LORA_RANK}].")
+@click.option(
+    "--ewc-lambda", type=float, default=None, help=f"--method ewc: penalty weight lambda [{DEFAULT_EWC_LAMBDA:g}]."
+)
+@click.option(
+    "--ewc-decay", type=float, default=None, help=f"--method ewc: running Fisher's decay gamma [{DEFAULT_EWC_DECAY:g}]."
+)
+@click.option(
+    "--replay-size",
+    type=int,
+    default=None,
+    help=f"--method replay: examples the reservoir keeps over the whole stream [{DEFAULT_REPLAY_SIZE}].",
+)
+@click.option(
+    "--lwf-temperature",
+    type=float,
+    default=None,
+    help=f"--method lwf: distillation temperature [{DEFAULT_LWF_TEMPERATURE:g}].",
+)
+@click.option(
+    "--lwf-weight", type=float, default=None, help=f"--method lwf: distillation weight [{DEFAULT_LWF_WEIGHT:g}]."
+)
 @click.option("--activation", default="gelu", show_default=True)
 @click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -137,6 +166,12 @@ def add_task(
     method,
     top_layers,
     top_k_alias,
+    lora_rank,
+    ewc_lambda,
+    ewc_decay,
+    replay_size,
+    lwf_temperature,
+    lwf_weight,
     activation,
     epochs,
     batch_size,
@@ -150,7 +185,8 @@ def add_task(
     quiet,
     as_json,
 ):
-    """Train a new task's adapter, prove earlier tasks untouched, and register it."""
+    """Train a new task's adapter (or the module of another --method), prove earlier tasks untouched
+    (or record how a method that shares the encoder changed them), and register it."""
     from continual_adapters.stream.runner import Runner
 
     validate_task_name(name)
@@ -181,6 +217,15 @@ def add_task(
         top_layers=DEFAULT_TOP_LAYERS if top_layers is None else top_layers,
     )
     chosen = method or runner.method
+    options = MethodOptions.given(
+        chosen,
+        lora_rank=lora_rank,
+        ewc_lambda=ewc_lambda,
+        ewc_decay=ewc_decay,
+        replay_size=replay_size,
+        lwf_temperature=lwf_temperature,
+        lwf_weight=lwf_weight,
+    )
     size = (64 if chosen == "adapters" else 0) if adapter_size is None or auto else int(adapter_size)
     adapter = AdapterConfig(bottleneck=size, activation=activation)
     config = TrainConfig(
@@ -192,7 +237,14 @@ def add_task(
     )
     quiet_libraries(quiet or as_json)
     result = runner.add_task(
-        name, spec, adapter, config, auto_size=auto, method=method, reeval="none" if skip_reeval else reeval
+        name,
+        spec,
+        adapter,
+        config,
+        auto_size=auto,
+        method=method,
+        reeval="none" if skip_reeval else reeval,
+        options=options,
     )
     if result is None:
         return

@@ -2,8 +2,10 @@
 
 Every entry names, relative to the Hugging Face base model, its list of layers and, inside a
 layer, the last module of each sub-layer before the residual add (the adapter goes after it)
-and the LayerNorm after that add (each task gets its own copy). Supporting a new encoder
-family is one entry here.
+and the LayerNorm after that add (each task gets its own copy), and the names of the attention
+query and value projections, which `--method lora` adapts by default (Hu et al. 2021 adapt
+W_q and W_v; PEFT matches these names against the end of each module's path). Supporting a
+new encoder family is one entry here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class ArchitectureMap:
     attention_norm: str
     ffn_out: str
     ffn_norm: str
+    #: Module names (PEFT `target_modules`) of the attention query and value projections.
+    lora_targets: tuple[str, ...]
 
 
 _BERT_LIKE = ArchitectureMap(
@@ -30,6 +34,7 @@ _BERT_LIKE = ArchitectureMap(
     attention_norm="attention.output.LayerNorm",
     ffn_out="output.dropout",
     ffn_norm="output.LayerNorm",
+    lora_targets=("query", "value"),
 )
 
 ARCHITECTURES: dict[str, ArchitectureMap] = {
@@ -43,6 +48,7 @@ ARCHITECTURES: dict[str, ArchitectureMap] = {
         attention_norm="attention.LayerNorm",
         ffn_out="output.dropout",
         ffn_norm="output.LayerNorm",
+        lora_targets=("q", "v"),
     ),
     "distilbert": ArchitectureMap(
         layers="transformer.layer",
@@ -50,6 +56,7 @@ ARCHITECTURES: dict[str, ArchitectureMap] = {
         attention_norm="sa_layer_norm",
         ffn_out="ffn.dropout",
         ffn_norm="output_layer_norm",
+        lora_targets=("q_lin", "v_lin"),
     ),
 }
 

@@ -6,6 +6,8 @@
   shared frozen base (Houlsby et al.'s "variable fine-tuning" baseline).
 * ``naive``: one copy of the encoder is fine-tuned task after task, with a new head per task.
   Earlier tasks keep their heads but see the encoder drift: this is what forgetting looks like.
+  ``ewc``, ``replay`` and ``lwf`` share the encoder the same way and train it with another
+  objective (training/ewc.py, replay.py, lwf.py).
 
 `BaselineModel` is a `ContinualModel` whose tasks own encoder weights instead of adapters, so
 the runner, the trainer, bundles, the registry and the audit treat all methods alike. The
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from continual_adapters.core.config import BASELINE_METHODS, TaskSpec
+from continual_adapters.core.config import BASELINE_METHODS, LORA_METHODS, SHARED_METHODS, TaskSpec
 from continual_adapters.core.errors import ConfigError, TaskExistsError
 from continual_adapters.core.inject import encoder_layers
 from continual_adapters.core.model import ContinualModel, ParamCounts
@@ -37,7 +39,7 @@ class BaselineTask(TaskModules):
     """A task's trainable state under a baseline: its head plus encoder weights (own or shared).
 
     It has no adapters and no LayerNorm copies (both lists stay empty); `encoder` is set for
-    ``full`` and ``naive``, `layers` for ``top-k``.
+    ``full`` and the shared-encoder methods, `layers` for ``top-k``.
     """
 
     encoder: PreTrainedModel
@@ -77,7 +79,7 @@ class BaselineModel(ContinualModel):
             raise ConfigError(f"top_k must be between 1 and {self.num_layers}, got {top_k}")
         self.method = method
         self.top_k = top_k if method == "top-k" else 0
-        self.isolates_tasks = method != "naive"
+        self.isolates_tasks = method not in SHARED_METHODS
         self._layer_list = encoder_layers(encoder)
         self._shared: PreTrainedModel | None = None
 
@@ -98,7 +100,7 @@ class BaselineModel(ContinualModel):
             )
         if self.method == "full":
             modules = BaselineTask(spec, self.hidden_size, encoder=self._encoder_copy())
-        elif self.method == "naive":
+        elif self.method in SHARED_METHODS:
             if self._shared is None:
                 self._shared = self._encoder_copy()
             modules = BaselineTask(spec, self.hidden_size, encoder=self._shared)
@@ -150,13 +152,7 @@ class BaselineModel(ContinualModel):
         tasks: list[str],
     ) -> list[torch.Tensor]:
         """Baselines own encoder weights per task, so a mixed batch is one pass per task."""
-        out: dict[int, torch.Tensor] = {}
-        for name in dict.fromkeys(tasks):
-            rows = [i for i, t in enumerate(tasks) if t == name]
-            types = None if token_type_ids is None else token_type_ids[rows]
-            for row, logits in zip(rows, self(input_ids[rows], attention_mask[rows], types, task=name), strict=True):
-                out[row] = logits
-        return [out[row] for row in range(len(tasks))]
+        return self._forward_per_task(input_ids, attention_mask, token_type_ids, tasks)
 
     def parameter_counts(self, name: str) -> ParamCounts:
         """Stored cost per task: the encoder copy (full), the top layers (top-k) or nothing
@@ -164,7 +160,7 @@ class BaselineModel(ContinualModel):
         modules = self.task_modules(name)
         head = count_parameters(modules.head)
         tensors = list(modules.state_dict().values())
-        if self.method == "naive":
+        if self.method in SHARED_METHODS:
             encoder, trained = 0, count_parameters(modules.encoder)
         else:
             encoder = count_parameters(modules.encoder if self.method == "full" else modules.layers)
@@ -181,7 +177,12 @@ class BaselineModel(ContinualModel):
 
 
 def model_for_method(method: str, encoder: str | None = None, top_k: int = 2) -> ContinualModel:
-    """The model a runner needs for `method`: adapters and ln-only share one plain ContinualModel."""
+    """The model a runner needs for `method`: adapters and ln-only share one plain ContinualModel;
+    LoRA has its own (imported here, so that other methods never load PEFT)."""
     if method in BASELINE_METHODS:
         return BaselineModel.from_pretrained(encoder, method=method, top_k=top_k)
+    if method in LORA_METHODS:
+        from continual_adapters.core.lora import LoraModel
+
+        return LoraModel.from_pretrained(encoder)
     return ContinualModel.from_pretrained(encoder)

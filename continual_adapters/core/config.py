@@ -239,6 +239,18 @@ class MethodOptions:
             )
         LoraSettings(rank=self.lora_rank)
 
+    @classmethod
+    def given(cls, method: str, **values: Any) -> MethodOptions:
+        """Options set by a user for `method` (None: not given), refusing any that `method` does not
+        read: a replay size on adapters is a mistake to report, not to ignore."""
+        chosen = {k: v for k, v in values.items() if v is not None}
+        own = cls().for_method(method)
+        foreign = sorted(set(chosen) - set(own))
+        if foreign:
+            takes = f"it takes {', '.join(sorted(own))}" if own else "it takes none of them"
+            raise ConfigError(f"{', '.join(foreign)}: these options belong to another method than {method!r}; {takes}")
+        return cls(**chosen)
+
     def for_method(self, method: str) -> dict[str, Any]:
         """The options `method` uses, by name (none for adapters and the plain baselines)."""
         prefix = {"ewc": "ewc_", "replay": "replay_", "lwf": "lwf_", "lora": "lora_"}.get(method)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from continual_adapters.core.config import ADAPTER_METHODS, TaskSpec
+from continual_adapters.core.config import ADAPTER_METHODS, LORA_METHODS, TaskSpec
 from continual_adapters.core.encoder import DEFAULT_ENCODER, load_encoder
 from continual_adapters.core.errors import ConfigError, TaskExistsError, TaskNotFoundError
 from continual_adapters.core.inject import Router, inject
@@ -33,7 +33,7 @@ class ParamCounts:
 
     `total` is what must be stored for the task (the ledger's growth); `trained` is what its
     optimiser updated. They differ only for the naive baseline, which trains the whole shared
-    encoder but keeps one copy of it for all tasks.
+    encoder but keeps one copy of it for all tasks. `lora` is a LoRA task's A and B matrices.
     """
 
     adapter: int
@@ -43,22 +43,26 @@ class ParamCounts:
     bytes: int
     encoder: int = 0
     trained_encoder: int | None = None
+    lora: int = 0
 
     @property
     def total(self) -> int:
-        return self.adapter + self.layer_norm + self.head + self.encoder
+        return self.adapter + self.layer_norm + self.head + self.encoder + self.lora
 
     @property
     def trained(self) -> int:
         encoder = self.encoder if self.trained_encoder is None else self.trained_encoder
-        return self.adapter + self.layer_norm + self.head + encoder
+        return self.adapter + self.layer_norm + self.head + encoder + self.lora
 
     @property
     def percent_of_base(self) -> float:
         return 100.0 * self.total / self.base
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        """As recorded in bundle headers and the registry. `lora` only when there is one: the audit
+        compares this dict with the one recorded at registration, so every other method's counts
+        (and bundle bytes) stay exactly what they were before LoRA existed."""
+        counts = {
             "adapter": self.adapter,
             "layer_norm": self.layer_norm,
             "head": self.head,
@@ -68,6 +72,9 @@ class ParamCounts:
             "bytes": self.bytes,
             "base": self.base,
         }
+        if self.lora:
+            counts["lora"] = self.lora
+        return counts
 
 
 @dataclass(frozen=True)
@@ -154,9 +161,9 @@ class ContinualModel(nn.Module):
         if spec.name in self.tasks:
             raise TaskExistsError(f"task {spec.name!r} is already attached to this model")
         if spec.method not in ADAPTER_METHODS:
+            home = "lora.LoraModel" if spec.method in LORA_METHODS else "baselines.BaselineModel"
             raise ConfigError(
-                f"task {spec.name!r} uses method {spec.method!r}; load it with "
-                "continual_adapters.core.baselines.BaselineModel"
+                f"task {spec.name!r} uses method {spec.method!r}; load it with continual_adapters.core.{home}"
             )
         spares = self._spares.get(spare_key(spec), [])
         if initialise:
@@ -253,6 +260,18 @@ class ContinualModel(nn.Module):
         logits: torch.Tensor = modules.head(self._pooled(modules, input_ids, attention_mask, token_type_ids))
         return logits
 
+    def features(
+        self,
+        name: str,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pooled features of `name`'s route, before its head: what distillation (LwF) applies
+        several heads to after one encoder pass."""
+        self.set_task(name)
+        return self._pooled(self.task_modules(name), input_ids, attention_mask, token_type_ids)
+
     def _pooled(
         self,
         modules: TaskModules,
@@ -297,6 +316,25 @@ class ContinualModel(nn.Module):
         for name, picked in index.items():
             pooled = pool(hidden[picked], attention_mask[picked], modules[name].spec.pooling)
             for row, logits in zip(rows[name], modules[name].head(pooled), strict=True):
+                out[row] = logits
+        return [out[row] for row in range(len(tasks))]
+
+    def _forward_per_task(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        tasks: list[str],
+    ) -> list[torch.Tensor]:
+        """`forward_mixed` for models whose tasks change the encoder's own weights (the baselines,
+        LoRA): one pass per task over that task's rows, the logits returned in row order."""
+        if len(tasks) != input_ids.shape[0]:
+            raise ConfigError(f"{len(tasks)} task names for a batch of {input_ids.shape[0]} rows")
+        out: dict[int, torch.Tensor] = {}
+        for name in dict.fromkeys(tasks):
+            rows = [i for i, t in enumerate(tasks) if t == name]
+            types = None if token_type_ids is None else token_type_ids[rows]
+            for row, logits in zip(rows, self(input_ids[rows], attention_mask[rows], types, task=name), strict=True):
                 out[row] = logits
         return [out[row] for row in range(len(tasks))]
 

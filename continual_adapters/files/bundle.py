@@ -8,7 +8,7 @@ file means one sha256 covers weights and config together, so the registry can vo
 Loading never trusts the file. In order: it must be a regular file (no symlink, FIFO or
 device) of at most 1 GiB; the 8-byte header length must fit the file and 1 MiB; the header
 must be JSON without duplicate keys whose tensor byte ranges tile the data section exactly;
-the config must match the model (architecture, sizes, adapter bytes actually present), all
+the config must match the model (architecture, sizes, adapter and LoRA bytes actually present), all
 before any tensor is read or any module built; then the sha256 against the expected one, and
 every key, shape and dtype against what the config implies, and every value must be finite.
 No pickle is ever read or written.
@@ -247,8 +247,8 @@ def parse_bundle(data: bytes, source: str = "bundle") -> tuple[dict, dict[str, t
 
 
 def _check_size_against_model(model, spec: TaskSpec, entries: dict[str, dict], source: str) -> None:
-    """Compares the adapter size the config claims with the adapter bytes actually present before
-    any module is built: a tiny file claiming a huge bottleneck must not make us allocate it."""
+    """Compares the adapter size (and LoRA rank and targets) the config claims with the bytes actually
+    present before any module is built: a tiny file claiming a huge bottleneck must not make us allocate it."""
     present = sum(math.prod(e["shape"]) for k, e in entries.items() if k.startswith("adapters."))
     implied = adapter_parameter_count(model.hidden_size, spec.adapter.bottleneck, model.num_layers)
     if present != implied:
@@ -256,6 +256,15 @@ def _check_size_against_model(model, spec: TaskSpec, entries: dict[str, dict], s
             f"{source}: config claims bottleneck {spec.adapter.bottleneck} "
             f"({implied} adapter parameters), the file holds {present}"
         )
+    lora_count = getattr(model, "lora_parameter_count", None)  # a LoraModel (core/lora.py)
+    if spec.lora is not None and lora_count is not None:
+        present = sum(math.prod(e["shape"]) for k, e in entries.items() if k.startswith("lora."))
+        implied = lora_count(spec.lora)
+        if present != implied:
+            raise BundleError(
+                f"{source}: config claims LoRA rank {spec.lora.rank} on {list(spec.lora.targets) or 'the default'} "
+                f"targets ({implied} LoRA parameters), the file holds {present}"
+            )
 
 
 def check_tensors(

@@ -160,8 +160,11 @@ class RegistryDatabase:
                 if not self._migratable(stored):
                     self._check_version(stored)
                 for version in range(int(stored), SCHEMA_VERSION):
-                    for statement in MIGRATIONS[version]:
-                        s.execute(text(statement))
+                    for step in MIGRATIONS[version]:
+                        if callable(step):
+                            step(s.connection())
+                        else:
+                            s.execute(text(step))
                 Base.metadata.create_all(s.connection())
                 s.merge(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
         bundles_dir(self.root, create=True)

@@ -6,11 +6,23 @@ one file that is easy to review on its own. The ``*Row`` classes are public only
 registry's own modules can share them; code outside the registry works with records.py.
 """
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String, UniqueConstraint
-from sqlalchemy.engine import Dialect
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -23,19 +35,43 @@ EVAL_KINDS = ("registration", "reeval", "audit", "skipped")
 CONFIRMATIONS = ("full", "probe")
 # Files a task keeps beside its bundle: kind -> folder under the artifact root. The kinds are what
 # the CHECK on task_artifacts.kind allows, so adding one is a schema change.
-ARTIFACT_FOLDERS: dict[str, str] = {"probe": "probes", "centroids": "centroids"}
+# "fisher" (EWC's running Fisher) and "replay" (experience replay's memory) carry a shared-encoder
+# method's state from one task to the next (stream/methods.py).
+ARTIFACT_FOLDERS: dict[str, str] = {"probe": "probes", "centroids": "centroids", "fisher": "fisher", "replay": "replay"}
 ARTIFACT_KINDS: tuple[str, ...] = tuple(ARTIFACT_FOLDERS)
 
-SCHEMA_VERSION = 3
-# version -> statements that take a registry of that version to the next one. Plain SQL that
-# SQLite and PostgreSQL both accept, run by Registry.init under the write lock; tables new in a
-# version (task_artifacts in 3) are then created by Base.metadata.create_all, which skips existing ones.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+SCHEMA_VERSION = 4
+
+
+def _widen_artifact_kinds(connection: Connection) -> None:
+    """Schema 4 allows the artifact kinds of EWC and replay: the CHECK on task_artifacts.kind is
+    replaced. PostgreSQL alters the constraint; SQLite cannot, so its table is rebuilt, rows and
+    ids copied as they are."""
+    if not inspect(connection).has_table("task_artifacts"):
+        return  # migrating from before schema 3: create_all then makes the table as it is now
+    if connection.dialect.name == "postgresql":
+        check = _in("kind", ARTIFACT_KINDS)
+        connection.execute(text("ALTER TABLE task_artifacts DROP CONSTRAINT ck_task_artifacts_kind"))
+        connection.execute(text(f"ALTER TABLE task_artifacts ADD CONSTRAINT ck_task_artifacts_kind CHECK ({check})"))
+        return
+    columns = "id, task_id, kind, path, sha256, size_bytes, created_at"
+    connection.execute(text("ALTER TABLE task_artifacts RENAME TO task_artifacts_v3"))
+    Base.metadata.tables["task_artifacts"].create(connection)
+    connection.execute(text(f"INSERT INTO task_artifacts ({columns}) SELECT {columns} FROM task_artifacts_v3"))
+    connection.execute(text("DROP TABLE task_artifacts_v3"))
+
+
+# version -> steps that take a registry of that version to the next one: plain SQL that SQLite and
+# PostgreSQL both accept, or a function of the connection where they differ; run by Registry.init
+# under the write lock. Tables new in a version (task_artifacts in 3) are then created by
+# Base.metadata.create_all, which skips existing ones.
+MIGRATIONS: dict[int, tuple[str | Callable[[Connection], None], ...]] = {
     1: ("ALTER TABLE tasks ADD COLUMN signature VARCHAR(64)",),
     2: (
         "ALTER TABLE evaluations ADD COLUMN confirmation VARCHAR(16)",
         "CREATE INDEX ix_evaluations_kind_task_id ON evaluations (kind, task_id)",
     ),
+    3: (_widen_artifact_kinds,),
 }
 
 

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from continual_adapters.core.config import MULTITASK
 from continual_adapters.metrics.bootstrap import LEVEL, average_accuracy_interval, difference_interval
 from continual_adapters.registry.registry import Registry
 from continual_adapters.report.reporting import stream_report
 from continual_adapters.stream.scenario import FINAL_CORRECT, Scenario
+from continual_adapters.stream.settings import MethodSettings
 
 PAPER = {
     "source": "Houlsby et al. 2019, Table 1 (GLUE test, BERT-large)",
@@ -99,13 +101,106 @@ def method_summary(registry: Registry, task_names: list[str]) -> dict | None:
     }
 
 
+#: How the comparison marks the multitask upper bound wherever it shows it.
+UPPER_BOUND = "upper bound, not a continual method"
+
+
+def multitask_summary(folder: Path, task_names: list[str]) -> dict | None:
+    """One multitask (`mtl`) run's numbers from its result.json (stream/multitask.py); None until it
+    finished. Shaped like `method_summary` where the two share a meaning; no R, ledger or BWT."""
+    from continual_adapters.stream.multitask import read_result
+
+    result = read_result(folder)
+    if result is None:
+        return None
+    metrics = result["primary_metrics"]
+    params = result["parameters"]
+    final = [result["final"].get(n) for n in task_names]
+    complete = result["tasks"] == task_names
+    vectors = final_correct(folder, task_names, [metrics.get(n, "") for n in task_names]) if complete else None
+    return {
+        "seed": result["seed"],
+        "tasks": result["tasks"],
+        "complete": complete,
+        "final": final,
+        "validation": [result["validation"].get(n) for n in task_names],
+        "learned": [None] * len(task_names),
+        "metrics": {"acc": _mean(final), "bwt": None, "forgetting": None, "learning_accuracy": None},
+        "trained_parameters": params["trained"],
+        "stored_parameters": params["stored"],
+        "base_parameters": params["base"],
+        "trained_percent": 100.0 * params["trained"] / params["base"],
+        # What serving it takes: the fine-tuned encoder and the heads (no pristine base beside it).
+        "total_multiple": params["stored"] / params["base"],
+        "bytes": params["stored_bytes"],
+        "train_seconds": result["train_seconds"],
+        "eval_seconds": result["eval_seconds"],
+        "best_epoch": result["best_epoch"],
+        "primary_metrics": [metrics.get(n) for n in task_names],
+        "audit_ok": None,
+        "acc_ci95": average_accuracy_interval(vectors) if vectors else None,
+        "correct": vectors,
+    }
+
+
+def multitask_row(scenario: Scenario, settings: MethodSettings, out: Path, task_names: list[str]) -> dict | None:
+    """The multitask upper bound's row: ACC mean ± std over seeds with its bootstrap interval,
+    parameters and time; BWT and forgetting do not apply (None). `continual: False` marks it."""
+    runs = []
+    for seed in scenario.seeds:
+        summary = multitask_summary(scenario.run_dir(out, settings, seed), task_names)
+        if summary is not None:
+            runs.append(summary)
+    if not runs:
+        return None
+    pooled = seed_mean([r.pop("correct") for r in runs])
+    return {
+        "label": settings.label,
+        "method": settings.method,
+        "continual": False,
+        "note": UPPER_BOUND,
+        "adapter_size": settings.adapter_size,
+        "lr": settings.lr or scenario.train.lr,
+        "seeds": [r["seed"] for r in runs],
+        "complete": all(r["complete"] for r in runs),
+        **{
+            key: [_mean([r[key][j] for r in runs]) for j in range(len(task_names))]
+            for key in ("final", "learned", "validation")
+        },
+        "metrics": {
+            "acc": _mean([r["metrics"]["acc"] for r in runs]),
+            "bwt": None,
+            "forgetting": None,
+            "learning_accuracy": None,
+        },
+        "acc_std": _std([r["metrics"]["acc"] for r in runs]),
+        "acc_ci95": average_accuracy_interval(pooled) if pooled else None,
+        "trained_percent": _mean([r["trained_percent"] for r in runs]),
+        "total_multiple": _mean([r["total_multiple"] for r in runs]),
+        "trained_parameters": _mean([r["trained_parameters"] for r in runs]),
+        "stored_parameters": _mean([r["stored_parameters"] for r in runs]),
+        "bytes": _mean([r["bytes"] for r in runs]),
+        "train_seconds": _mean([r["train_seconds"] for r in runs]),
+        "eval_seconds": _mean([r["eval_seconds"] for r in runs]),
+        "audit_ok": [None for _ in runs],
+        "runs": runs,
+    }
+
+
 def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> dict:
-    """Per method: means over seeds of every figure, plus the per-seed summaries."""
+    """Per method: means over seeds of every figure, plus the per-seed summaries. The multitask
+    upper bound (`mtl`) gets its row from its result files (`multitask_row`), marked `continual:
+    False`; it is never one side of a difference between methods."""
     out = Path(out)
     task_names = [t.name for t in scenario.tasks]
     methods: list[dict[str, Any]] = []
     correct: dict[str, list[np.ndarray] | None] = {}  # per method, averaged over seeds: for the intervals
     for settings in scenario.methods:
+        if settings.method == MULTITASK:
+            row = multitask_row(scenario, settings, out, task_names)
+            if row is not None:
+                methods.append(row)
+            continue
         runs = []
         per_seed: list[list[np.ndarray] | None] = []
         for seed in scenario.seeds:
@@ -134,6 +229,7 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
             {
                 "label": settings.label,
                 "method": settings.method,
+                "continual": True,
                 "adapter_size": settings.adapter_size,
                 "lr": settings.lr or scenario.train.lr,
                 "seeds": [r["seed"] for r in runs],
@@ -151,10 +247,10 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
             }
         )
     differences = []
-    accs = {m["label"]: m["metrics"]["acc"] for m in methods}
+    accs = {m["label"]: m["metrics"]["acc"] for m in methods if m["continual"]}
     for first, second in (("adapters", "full"), ("adapters", "naive")):
         a, b = correct.get(first), correct.get(second)
-        if a is not None and b is not None and accs[first] is not None and accs[second] is not None:
+        if a is not None and b is not None and accs.get(first) is not None and accs.get(second) is not None:
             low, high = difference_interval(a, b)
             gap = accs[first] - accs[second]
             differences.append({"first": first, "second": second, "acc_difference": gap, "ci95": [low, high]})
@@ -190,11 +286,30 @@ def _signed(value) -> str:
     return "–" if value is None else f"{value:+.4f}"
 
 
+def is_continual(method: dict) -> bool:
+    """Whether a comparison row is a continual method (every row but the multitask upper bound)."""
+    return bool(method.get("continual", method.get("method") != MULTITASK))
+
+
+def _label(method: dict) -> str:
+    return method["label"] if is_continual(method) else f"{method['label']} ({UPPER_BOUND})"
+
+
 def findings(data: dict) -> list[str]:
-    """The checks the paper's claim rests on, stated from the numbers rather than by hand."""
-    by_label = {m["label"]: m for m in data["methods"]}
+    """The checks the paper's claim rests on, stated from the numbers rather than by hand. The
+    multitask upper bound is stated as the reference it is, never as one side of a comparison."""
+    by_label = {m["label"]: m for m in data["methods"] if is_continual(m)}
     lines = []
     for m in data["methods"]:
+        if not is_continual(m):
+            ci = m.get("acc_ci95")
+            lines.append(
+                f"`{m['label']}`: the multitask upper bound, every task trained jointly on one model "
+                f"({UPPER_BOUND}: no order, so no BWT or forgetting): ACC {_pct(m['metrics']['acc'])}"
+                + (f", 95% interval [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+                + "."
+            )
+            continue
         bwt = m["metrics"]["bwt"]
         if m["method"] in ("adapters", "ln-only", "full", "top-k") and bwt is not None:
             lines.append(
@@ -278,13 +393,16 @@ def format_comparison(data: dict, command: str | None = None) -> str:
             "by; the tables above are the test scores, read once.",
         ),
     ):
+        shown = [m for m in data["methods"] if key != "learned" or is_continual(m)]
+        if key == "learned" and len(shown) < len(data["methods"]):
+            note += " The multitask upper bound learns every task at once, so it has no such score."
         out += [f"## {title}", "", note, "", header, rule]
-        for m in data["methods"]:
+        for m in shown:
             average = {"final": m["metrics"]["acc"], "learned": m["metrics"]["learning_accuracy"]}.get(
                 key, _mean(m.get(key, []))
             )
             out.append(
-                f"| {m['label']}{'' if m['complete'] else ' (incomplete)'} | "
+                f"| {_label(m)}{'' if m['complete'] else ' (incomplete)'} | "
                 + " | ".join(_pct(v) for v in m.get(key, [None] * len(names)))
                 + f" | **{_pct(average)}** | "
                 f"{m['trained_percent']:.2f}% | {m['total_multiple']:.2f}× |"
@@ -305,11 +423,21 @@ def format_comparison(data: dict, command: str | None = None) -> str:
         spread = f" ± {100 * m['acc_std']:.1f}" if m.get("acc_std") is not None else ""
         ci = m.get("acc_ci95")
         interval = f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "–"
+        bwt, forgetting = _signed(m["metrics"]["bwt"]), _signed(m["metrics"]["forgetting"])
+        if not is_continual(m):
+            bwt = forgetting = audit = "n/a"
         out.append(
-            f"| {m['label']} | {len(m.get('seeds', []))} | {_pct(m['metrics']['acc'])}{spread} | {interval} | "
-            f"{_signed(m['metrics']['bwt'])} | "
-            f"{_signed(m['metrics']['forgetting'])} | {audit} | {m['train_seconds']:.0f} |"
+            f"| {_label(m)} | {len(m.get('seeds', []))} | {_pct(m['metrics']['acc'])}{spread} | {interval} | "
+            f"{bwt} | {forgetting} | {audit} | {m['train_seconds']:.0f} |"
         )
+    if not all(is_continual(m) for m in data["methods"]):
+        out += [
+            "",
+            "The multitask upper bound trains one model (the encoder and every head) on all the tasks at "
+            f"once, seeing the whole stream together: it is an {UPPER_BOUND}. BWT and forgetting do not "
+            "apply (n/a) and it has no registry to audit; its trained parameters are the whole joint "
+            "model's, its total what serving it stores (the fine-tuned encoder and the heads).",
+        ]
     paper = data["paper"]
     out += [
         "",
@@ -353,12 +481,17 @@ def write_comparison_plots(data: dict, folder: str | Path, link_from: str | Path
             folder / "scores_by_method.png",
             title="Score at the end of the stream",
             metric_label="primary score",
-        ),
-        plot_parameter_growth(
-            {m["label"]: [LedgerRow(**row) for row in m["runs"][0]["ledger"]] for m in methods},
-            folder / "parameter_growth.png",
-        ),
+        )
     ]
+    # The multitask upper bound has no stream: no ledger to grow, no accuracy matrix.
+    methods = [m for m in methods if is_continual(m)]
+    if methods:
+        paths.append(
+            plot_parameter_growth(
+                {m["label"]: [LedgerRow(**row) for row in m["runs"][0]["ledger"]] for m in methods},
+                folder / "parameter_growth.png",
+            )
+        )
     for m in methods:
         run = m["runs"][0]
         paths.append(

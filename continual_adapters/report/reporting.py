@@ -63,7 +63,8 @@ def format_task_details(d: dict) -> str:
             f"  bundle: {bundle['path']} ({bundle['size_bytes']:,} bytes)",
             f"  sha256: {bundle['sha256']}",
             f"  parameters: adapter {counts['adapter']:,}, layer norm {counts['layer_norm']:,}, "
-            f"head {counts['head']:,} = {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of base)",
+            + (f"LoRA {counts['lora']:,}, " if counts.get("lora") else "")
+            + f"head {counts['head']:,} = {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of base)",
             f"  trained: lr {bundle['hyperparameters'].get('lr')}, epochs {bundle['hyperparameters'].get('epochs')}, "
             f"best epoch {bundle['hyperparameters'].get('best_epoch')}, seed {bundle['seed']}, "
             f"{bundle['wall_time_s']:.1f} s",

@@ -18,7 +18,7 @@ from typing import Any
 
 from continual_adapters.core.config import AdapterConfig, MethodOptions, TaskSpec, TrainConfig
 from continual_adapters.data.taskdata import DataSpec, TaskData
-from continual_adapters.registry import EvaluationDraft, TaskRecord
+from continual_adapters.registry import BundleDraft, EvaluationDraft, TaskRecord
 from continual_adapters.training.loop import Encoded, Evaluation, TrainResult
 
 #: The adapter sizes `--adapter-size auto` tries, keeping the best on validation.
@@ -78,6 +78,38 @@ class Trained:
     spec: TaskSpec
     result: TrainResult
     search: list[dict[str, Any]]
+
+    def bundle_draft(
+        self, job: TaskJob, bundle: tuple[str, str, int], counts: dict[str, int], device: str
+    ) -> BundleDraft:
+        """The bundle row: its file, the task's spec, counts, and every setting that trained it
+        (the method's own options included: EWC's lambda, the replay size, LwF's temperature)."""
+        result = self.result
+        hyper = {
+            **job.train.to_dict(),
+            "adapter": self.spec.adapter.__dict__,
+            "method": job.method,
+            "options": job.options.for_method(job.method),
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "size_search": self.search,
+            "device": device,
+            "steps": result.steps,
+            "train_tokens": result.train_tokens,
+        }
+        path, sha256, size = bundle
+        return BundleDraft(
+            path=path,
+            sha256=sha256,
+            size_bytes=size,
+            config={"task": self.spec.to_dict()},
+            param_counts=counts,
+            hyperparameters=hyper,
+            seed=job.train.seed,
+            library_versions=library_versions(),
+            git_commit=git_commit(),
+            wall_time_s=result.wall_time_s,
+        )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from continual_adapters.core.baselines import model_for_method
 from continual_adapters.core.config import (
     DEFAULT_LR,
     DEFAULT_TOP_LAYERS,
+    SHARED_METHODS,
     AdapterConfig,
     MethodOptions,
     TrainConfig,
@@ -40,7 +41,7 @@ from continual_adapters.data.taskdata import DataSpec, load_eval_split, load_tas
 from continual_adapters.files.atomic import sha256_file
 from continual_adapters.files.bundle import bundle_bytes, load_task
 from continual_adapters.metrics.scoring import higher_is_better
-from continual_adapters.registry import ArtifactDraft, BundleDraft, BundleRecord, EvaluationDraft, Registry
+from continual_adapters.registry import ArtifactDraft, BundleRecord, EvaluationDraft, Registry
 from continual_adapters.registry.artifacts import safe_path
 from continual_adapters.stream.confirm import PROBE_KIND, Confirmed, EarlierTasks
 from continual_adapters.stream.job import (
@@ -51,9 +52,8 @@ from continual_adapters.stream.job import (
     PhaseClock,
     TaskJob,
     Trained,
-    git_commit,
-    library_versions,
 )
+from continual_adapters.stream.methods import MethodState
 from continual_adapters.stream.taskid import CENTROIDS_KIND, split_statistics_bytes
 from continual_adapters.training import distributed
 from continual_adapters.training.loop import (
@@ -200,6 +200,7 @@ class Runner:
             for other in earlier:
                 self.attach(other)
         before = self.snapshot(earlier, recorded=True)
+        state = MethodState(self.model, self.registry, job, earlier) if job.method in SHARED_METHODS else None
         clock.lap("prepare")
         self.registry.begin_task(
             name,
@@ -210,7 +211,7 @@ class Runner:
             data=job.loaded.provenance(data),
         )
         try:
-            trained = self.train(job, encoded)
+            trained = self.train(job, encoded, state)
             evaluation = evaluate(
                 self.model, name, encoded.evaluation, job.train.eval_batch_size, progress=self.progress
             )
@@ -222,6 +223,9 @@ class Runner:
                     name, CENTROIDS_KIND, split_statistics_bytes(self.model, name, job.loaded.train)
                 ),
             ]
+            method_state = state.artifact(encoded) if state else None
+            if method_state is not None:
+                artifacts.append(self.registry.write_artifact(name, *method_state))
             clock.lap("train")
             confirmation = self.confirm(job, earlier, before)
             clock.lap("confirm")
@@ -249,13 +253,18 @@ class Runner:
         validate_task_name(name)
         if reeval not in REEVAL_POLICIES:
             raise ConfigError(f"unknown re-evaluation policy {reeval!r}; choose one of {', '.join(REEVAL_POLICIES)}")
-        self.registry.ensure()
         method = method or self.method
-        if method_family(method) != method_family(self.method):
-            raise ConfigError(f"this registry holds {self.method!r} tasks; {method!r} needs a registry of its own")
         adapter = adapter or AdapterConfig(bottleneck=64 if method == "adapters" else 0)
         if method != "adapters" and (auto_size or adapter.bottleneck):
             raise ConfigError(f"method {method!r} trains no adapter: use --adapter-size 0")
+        if self.world.active and method in SHARED_METHODS and method != "naive":
+            raise ConfigError(f"method {method!r} trains in one process only (its state lives on the main one)")
+        self.registry.ensure()
+        held = self.registry.tasks(include_retired=True)
+        if held and method_family(method) != method_family(held[0].method):
+            raise ConfigError(f"this registry holds {held[0].method!r} tasks; {method!r} needs a registry of its own")
+        if method_family(method) != method_family(self.method):
+            raise ConfigError(f"this runner's model runs {self.method!r}; {method!r} needs a runner of its own")
         existing = {t.name: t for t in self.registry.tasks(include_retired=True, include_pending=True)}
         if name in existing:
             raise TaskExistsError(f"task {name!r} already exists ({existing[name].status})")
@@ -286,18 +295,19 @@ class Runner:
             tokenised(loaded.evaluation, loaded.eval_split),
         )
 
-    def train(self, job: TaskJob, encoded: EncodedSplits) -> Trained:
-        """Trains the task's modules (every size, under auto) and leaves the best one attached."""
+    def train(self, job: TaskJob, encoded: EncodedSplits, state: MethodState | None = None) -> Trained:
+        """Trains the task's modules (every size, under auto) and leaves the best one attached.
+        `state` builds the objective of a method that shares the encoder (stream/methods.py)."""
         model, metric = self.model, job.data.primary_metric
         sign = 1.0 if higher_is_better(metric) else -1.0
         search: list[dict[str, Any]] = []
         best: tuple[Trained, dict[str, torch.Tensor]] | None = None
         for size in job.sizes:
-            spec = job.spec(size)
             torch.manual_seed(job.train.seed)
-            model.add_task(spec)
+            spec = model.add_task(job.spec(size)).spec  # as attached: a LoRA's targets resolved
+            objective = state.objective(encoded) if state else None
             result = train_task(
-                model, job.name, encoded.train, encoded.validation, job.train, metric, progress=self.progress
+                model, job.name, encoded.train, encoded.validation, job.train, metric, self.progress, objective
             )
             search.append(
                 {
@@ -308,14 +318,14 @@ class Runner:
                 }
             )
             if best is None or sign * result.best_score > sign * best[0].result.best_score:
-                state = {k: v.clone() for k, v in model.task_modules(job.name).state_dict().items()}
-                best = (Trained(spec, result, search), state)
+                weights = {k: v.clone() for k, v in model.task_modules(job.name).state_dict().items()}
+                best = (Trained(spec, result, search), weights)
             model.remove_task(job.name)
         assert best is not None, "a job always has at least one size"
-        trained, state = best
+        trained, weights = best
         # The task cost the whole search, not just the winning size: the ledger's time says so.
         trained.result.wall_time_s = sum(entry["wall_time_s"] for entry in search)
-        model.add_task(trained.spec).load_state_dict(state)
+        model.add_task(trained.spec).load_state_dict(weights)
         model.eval()
         return trained
 
@@ -367,31 +377,8 @@ class Runner:
             model.hidden_size,
             model.num_layers,
         )
-        result = trained.result
-        hyper = {
-            **job.train.to_dict(),
-            "adapter": trained.spec.adapter.__dict__,
-            "method": job.method,
-            "best_epoch": result.best_epoch,
-            "history": result.history,
-            "size_search": trained.search,
-            "device": str(model.device),
-            "steps": result.steps,
-            "train_tokens": result.train_tokens,
-        }
-        path, sha256, size = bundle
-        draft = BundleDraft(
-            path=path,
-            sha256=sha256,
-            size_bytes=size,
-            config={"task": trained.spec.to_dict()},
-            param_counts=counts,
-            hyperparameters=hyper,
-            seed=job.train.seed,
-            library_versions=library_versions(),
-            git_commit=git_commit(),
-            wall_time_s=result.wall_time_s,
-        )
+        result, sha256 = trained.result, bundle[1]
+        draft = trained.bundle_draft(job, bundle, counts, str(model.device))
         drafts = [
             EvaluationDraft(name, job.loaded.eval_split, m, v, evaluation.predictions_sha256)
             for m, v in evaluation.scores.items()

@@ -13,9 +13,11 @@ Format (see `scenarios/*.yaml`)::
     train: {epochs: 1, max_length: 64}                 # TrainConfig fields, shared by all methods
     data: {max_train: 160, max_eval: 100}              # caps for every task (a task may override);
                                                        # max_validation caps validation alone
-    methods:                                           # label -> method settings
+    methods:                                           # label -> method settings (settings.py)
       adapters: {adapter_size: 64, lr: 3.0e-3}
       naive: {lr: 5.0e-5}
+      replay: {lr: 1.0e-4, replay_size: 500}           # a method's own options (MethodOptions)
+      mtl: {lr: 1.0e-4}                                # multitask upper bound: no registry (multitask.py)
     tasks:
       - {name: sst2, data: sst2}                       # a folder under the data directory
       - {name: agnews, dataset: ag_news, text_column: text}   # or a hub id (online users)
@@ -26,18 +28,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from continual_adapters.core.config import METHODS, AdapterConfig, TrainConfig, validate_task_name
+from continual_adapters.core.config import MULTITASK, TrainConfig, validate_task_name
 from continual_adapters.core.errors import ConfigError, DataError
 from continual_adapters.data.reader import default_data_dir, read_dataset_json, resolve_data_path
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry.registry import Registry
+from continual_adapters.stream.settings import MethodSettings
 
 if TYPE_CHECKING:
     from continual_adapters.stream.audit import AuditReport
@@ -53,38 +57,6 @@ DATA_KEYS = (
     "metric",
     "head",
 )
-
-
-@dataclass(frozen=True)
-class MethodSettings:
-    """One column of the comparison: a method with its own learning rate and adapter size."""
-
-    label: str
-    method: str
-    adapter_size: int | str = 0
-    lr: float | None = None
-    epochs: int | None = None
-    top_k: int = 2
-
-    @classmethod
-    def parse(cls, label: str, values: dict | None) -> MethodSettings:
-        values = dict(values or {})
-        method = values.pop("method", label)
-        if method not in METHODS:
-            raise ConfigError(f"method {label!r}: unknown method {method!r}; choose from {', '.join(METHODS)}")
-        size = values.pop("adapter_size", 64 if method == "adapters" else 0)
-        if size != "auto" and not (isinstance(size, int) and size >= 0):
-            raise ConfigError(f"method {label!r}: adapter_size must be an integer >= 0 or 'auto'")
-        unknown = set(values) - {"lr", "epochs", "top_k"}
-        if unknown:
-            raise ConfigError(f"method {label!r}: unknown settings {sorted(unknown)}")
-        return cls(label=label, method=method, adapter_size=size, **values)
-
-    def adapter(self) -> AdapterConfig:
-        return AdapterConfig(bottleneck=64 if self.adapter_size == "auto" else int(self.adapter_size))
-
-    def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
-        return replace(base, seed=seed, lr=base.lr if self.lr is None else self.lr, epochs=self.epochs or base.epochs)
 
 
 @dataclass(frozen=True)
@@ -222,11 +194,16 @@ class RunOutcome:
 FINAL_CORRECT = "final_correct.json"
 
 
+def write_correct(folder: Path, correct: Mapping[str, Sequence[bool]]) -> None:
+    """`FINAL_CORRECT` in `folder`: one 0/1 string per task (written all or nothing)."""
+    tasks = {name: "".join("1" if c else "0" for c in values) for name, values in correct.items()}
+    atomic_write(folder / FINAL_CORRECT, json.dumps({"tasks": tasks}, sort_keys=True).encode())
+
+
 def write_final_correct(folder: Path, report: AuditReport) -> None:
     """One 0/1 string per classification task that was re-scored in full (probe-confirmed tasks
     have no fresh predictions and are left out: the comparison then gives no interval)."""
-    tasks = {t.task: "".join("1" if c else "0" for c in t.correct) for t in report.tasks if t.correct is not None}
-    atomic_write(folder / FINAL_CORRECT, json.dumps({"tasks": tasks}, sort_keys=True).encode())
+    write_correct(folder, {t.task: t.correct for t in report.tasks if t.correct is not None})
 
 
 def run_method(
@@ -275,6 +252,7 @@ def run_method(
             train,
             auto_size=settings.adapter_size == "auto",
             method=settings.method,
+            options=settings.options(),
         )
         if result is None:  # another process of a multi-process launch registers; this one only trained
             continue
@@ -300,7 +278,9 @@ def run_scenario(
     train: bool = True,
     log=print,
 ) -> dict[tuple[str, int], bool]:
-    """Runs every (method, seed) into `out/<method>/seed<k>/registry.db` and audits each.
+    """Runs every (method, seed) into `out/<method>/seed<k>/registry.db` and audits each; the
+    multitask upper bound (`mtl`) is trained on every task at once into that folder's result.json
+    instead (stream/multitask.py: no registry, nothing to audit).
 
     `registry` (with its `artifacts` folder, for a server URL) puts a single-method, single-seed
     scenario into that registry instead (the README's demo uses ./registry.db). `train=False` only
@@ -308,6 +288,7 @@ def run_scenario(
     run's audit passed.
     """
     from continual_adapters.stream.audit import audit
+    from continual_adapters.stream.multitask import run_multitask
     from continual_adapters.stream.runner import Runner
 
     chosen = [scenario.method(label) for label in methods] if methods else list(scenario.methods)
@@ -318,8 +299,14 @@ def run_scenario(
             "method x seed streams, each into a registry of its own under --out: pick one with "
             "--methods, or unset it"
         )
+    if registry and any(settings.method == MULTITASK for settings, _ in runs):
+        raise ConfigError(f"{MULTITASK!r} trains one model on every task at once and keeps no registry: use --out")
     audits = {}
     for settings, seed in runs:
+        if settings.method == MULTITASK:
+            if train:
+                run_multitask(scenario, settings, seed, Path(out), device=device, progress=progress, log=log)
+            continue
         if registry:
             reg = Registry(registry, artifacts)
         else:

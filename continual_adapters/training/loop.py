@@ -93,7 +93,10 @@ def encode(
     return Encoded(features, torch.tensor(targets, dtype=dtype))
 
 
-def _pad(tokenizer: PreTrainedTokenizerBase, encoded: Encoded, rows: list[int], pad_to: int | None) -> BatchEncoding:
+def pad_batch(
+    tokenizer: PreTrainedTokenizerBase, encoded: Encoded, rows: list[int], pad_to: int | None
+) -> BatchEncoding:
+    """Rows of `encoded` padded together: to the longest row, or to `pad_to` when given."""
     padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
     return tokenizer.pad([encoded.features[i] for i in rows], return_tensors="pt", **padding)
 
@@ -103,7 +106,7 @@ def _batches(
 ) -> Iterator[tuple[list[int], BatchEncoding, torch.Tensor]]:
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        yield rows, _pad(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
+        yield rows, pad_batch(tokenizer, encoded, rows, pad_to), encoded.targets[rows]
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager[Any]:
@@ -148,13 +151,34 @@ def evaluate(
     return Evaluation(score(spec.head, targets, predictions), predictions, logits, predictions_sha256(predictions))
 
 
-def _loss(head: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def head_loss(head: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A task's own loss: cross-entropy for a classification head, MSE for a regression head."""
     if head == "regression":
         return torch.nn.functional.mse_loss(logits[:, 0].float(), targets)
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
-def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+def task_loss(model: ContinualModel, task: str, batch: BatchEncoding, targets: torch.Tensor) -> torch.Tensor:
+    """Mean loss of `task` on one padded batch (moved to the model's device here)."""
+    device = model.device
+    return head_loss(model.spec(task).head, _forward(model, task, batch, device), targets.to(device))
+
+
+class Objective:
+    """What `train_task` minimises for the task it trains. This base class is the task's own loss
+    (adapters, LoRA, the fine-tuning baselines); the continual-learning methods that share one
+    encoder add their term in a subclass (ewc.py: a penalty, replay.py: rehearsal, lwf.py:
+    distillation). `rows` are the batch's indices into the training split."""
+
+    def loss(
+        self, model: ContinualModel, task: str, rows: list[int], batch: BatchEncoding, targets: torch.Tensor
+    ) -> torch.Tensor:
+        return task_loss(model, task, batch, targets)
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor at `step`: linear warm-up over `warmup` steps, then linear decay to
+    zero at `total` (the schedule of Houlsby et al.; multitask training shares it)."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
     return max(0.0, (total - step) / max(1, total - warmup))
@@ -168,9 +192,10 @@ def train_task(
     config: TrainConfig,
     metric: str,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> TrainResult:
-    """Trains only `task`'s modules; returns with the best validation epoch's weights loaded."""
-    spec = model.spec(task)
+    """Trains only `task`'s modules, minimising `objective` (the task's own loss by default);
+    returns with the best validation epoch's weights loaded."""
     tokenizer = _require_tokenizer(model.tokenizer)
     modules = model.task_modules(task)
     device = model.device
@@ -183,9 +208,10 @@ def train_task(
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = int(config.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _linear_warmup_decay(s, warmup, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, warmup, total))
     pad_to = config.max_length if config.pad_to_max_length else None
     sign = 1.0 if higher_is_better(metric) else -1.0
+    objective = objective or Objective()
     result = TrainResult(best_epoch=0, best_score=-math.inf * sign)
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
@@ -199,8 +225,8 @@ def train_task(
                 rows = order[start : start + config.batch_size]
                 local = distributed.shard(rows, current)
                 if local:
-                    batch = _pad(tokenizer, train, local, pad_to)
-                    loss = _loss(spec.head, _forward(model, task, batch, device), train.targets[local].to(device))
+                    batch = pad_batch(tokenizer, train, local, pad_to)
+                    loss = objective.loss(model, task, local, batch, train.targets[local])
                     (loss * (len(local) / len(rows))).backward()
                     running += loss.item()
                     result.train_tokens += int(batch["attention_mask"].sum())

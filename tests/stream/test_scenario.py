@@ -70,7 +70,7 @@ def test_max_validation_is_a_data_key_for_every_task_and_per_task(tmp_path, data
     [
         ("name: x\nmethods: {adapters: {}}\n", "no tasks"),
         ("name: x\ntasks: [{name: a, data: sst2}]\n", "no methods"),
-        ("name: x\ntasks: [{name: a, data: sst2}]\nmethods: {lora: {}}\n", "unknown method"),
+        ("name: x\ntasks: [{name: a, data: sst2}]\nmethods: {bogus: {}}\n", "unknown method"),
         ("name: x\ntasks: [{name: a, data: sst2}]\nmethods: {adapters: {adapter_size: big}}\n", "adapter_size"),
         ("name: x\ntasks: [{name: a, data: sst2}, {name: a, data: trec}]\nmethods: {adapters: {}}\n", "repeat"),
         ("name: x\ntasks: [{name: a, data: sst2}]\nmethods: {adapters: {}}\ntrain: {epoch: 2}\n", "unknown train"),
