@@ -20,7 +20,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from continual_adapters.report.comparison import compare, write_comparison_plots
+from continual_adapters.report.comparison import compare
+from continual_adapters.report.comparison_doc import write_comparison_plots
 from continual_adapters.stream.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -77,7 +77,8 @@ def run_scenario_command(
     from dataclasses import replace
     from pathlib import Path
 
-    from continual_adapters.report.comparison import compare, format_comparison, write_comparison_plots
+    from continual_adapters.report.comparison import compare
+    from continual_adapters.report.comparison_doc import format_comparison, write_comparison_plots
     from continual_adapters.stream.scenario import load_scenario, run_scenario
 
     scenario = load_scenario(scenario_file, data_dir)

@@ -131,7 +131,26 @@ def stream_report(registry: Registry) -> dict:
         "forgetting_per_task": forgetting_per_task(matrix) if names else [],
         "ledger": [row.__dict__ for row in ledger],
         "ledger_totals": ledger_totals(ledger, base.num_parameters) if base and ledger else {},
+        "method_state": method_state(registry, [t.name for t in tasks]),
     }
+
+
+def method_state(registry: Registry, names: list[str]) -> dict:
+    """What the shared-encoder methods keep beside the bundles (EWC's Fisher, replay's memory): bytes
+    per kind, and the latest replay memory's examples, a storage and a privacy cost of the method."""
+    from continual_adapters.stream.methods import REPLAY_KIND, STATE_KINDS, replay_summary
+
+    kinds: dict[str, int] = {}
+    latest = None
+    for name in names:
+        for artifact in registry.artifacts(name):
+            if artifact.kind in STATE_KINDS.values():
+                kinds[artifact.kind] = kinds.get(artifact.kind, 0) + artifact.size_bytes
+                latest = name if artifact.kind == REPLAY_KIND else latest
+    replay = None
+    if latest is not None:
+        replay = {"after": latest, **replay_summary(registry.read_artifact(latest, REPLAY_KIND), latest)}
+    return {"bytes": sum(kinds.values()), "kinds": kinds, "replay": replay}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -199,6 +218,16 @@ def format_markdown(report: dict) -> str:
         f"{r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |"
         for r in report["ledger"]
     ]
+    state = report.get("method_state") or {}
+    if state.get("kinds"):
+        out += ["", "## Method state kept beside the bundles", ""]
+        out += [f"- {kind}: {size:,} bytes over the stream" for kind, size in sorted(state["kinds"].items())]
+        if state.get("replay"):
+            r = state["replay"]
+            out.append(
+                f"- replay memory after {r['after']}: {r['examples']:,} training examples kept as text with their "
+                f"labels (of {r['seen']:,} seen; {r['bytes']:,} bytes): a storage and privacy cost of replay"
+            )
     if report.get("task_identification"):
         out += _task_id_section(report["task_identification"])
     return "\n".join(out) + "\n"

@@ -3,7 +3,8 @@
 import statistics
 
 from continual_adapters.registry.registry import Registry
-from continual_adapters.report.comparison import PAPER, compare, findings, format_comparison
+from continual_adapters.report.comparison import PAPER, compare
+from continual_adapters.report.comparison_doc import findings, format_comparison
 from continual_adapters.stream.scenario import load_scenario
 from tests.support.paths import ROOT
 

@@ -14,6 +14,7 @@ from continual_adapters.core.config import MethodOptions, TrainConfig
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.registry import Registry
+from continual_adapters.report.reporting import format_markdown, stream_report
 from continual_adapters.stream.audit import audit
 from continual_adapters.stream.runner import Runner
 from continual_adapters.training.ewc import parse_fisher
@@ -57,6 +58,18 @@ def test_a_stream_keeps_its_state_and_resumes_in_a_new_runner(tmp_path, data_dir
         assert sum(float(v.sum()) for v in last.values()) > sum(float(v.sum()) for v in first.values())
     report = audit(runner_for(registry, tiny_encoder_dir, method))
     assert not report.ok, "a method that shares the encoder fails the 'unchanged' check by nature"
+    state = stream_report(registry)["method_state"]
+    stored: dict[str, int] = {}
+    for artifact in (a for n in NAMES for a in registry.artifacts(n) if a.kind in ("fisher", "replay")):
+        stored[artifact.kind] = stored.get(artifact.kind, 0) + artifact.size_bytes
+    assert state["kinds"] == stored and state["bytes"] == sum(stored.values()) and bool(stored) is (method != "lwf")
+    markdown = format_markdown(stream_report(registry))
+    if method == "replay":
+        assert state["replay"]["examples"] == 40 and state["replay"]["after"] == "cr"
+        assert "replay memory after cr: 40 training examples kept" in markdown
+    else:
+        assert state["replay"] is None and "replay memory" not in markdown
+    assert ("## Method state kept beside the bundles" in markdown) is (method != "lwf")
 
 
 def drift(tmp_path, data_dir, encoder, weight):

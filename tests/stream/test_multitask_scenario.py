@@ -10,7 +10,8 @@ import yaml
 
 from continual_adapters.core.config import MethodOptions
 from continual_adapters.core.errors import ConfigError
-from continual_adapters.report.comparison import compare, findings, format_comparison, write_comparison_plots
+from continual_adapters.report.comparison import compare
+from continual_adapters.report.comparison_doc import findings, format_comparison, write_comparison_plots
 from continual_adapters.stream.multitask import RESULT
 from continual_adapters.stream.scenario import FINAL_CORRECT, MethodSettings, load_scenario, run_scenario
 
