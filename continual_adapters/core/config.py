@@ -50,7 +50,10 @@ DEFAULT_LR = {
 #: parameters, against 595,200 for the m=64 Houlsby adapters (plus 9,216 in their LayerNorms).
 DEFAULT_LORA_RANK = 64
 #: Online EWC's penalty weight (lambda) and the decay of the running Fisher (gamma = 1: no decay).
-DEFAULT_EWC_LAMBDA = 1e4
+#: Set by the penalty's scale (bench/ewc_scale.py): on MiniLM a second task left free moved the
+#: encoder by sum_i F_i d_i^2 = 4.8e-6, so lambda = 1e5 prices that drift at 0.24, the size of a task's
+#: loss (1e4 would price it at 0.02 and hold nothing). Not tuned per stream; --ewc-lambda sets it.
+DEFAULT_EWC_LAMBDA = 1e5
 DEFAULT_EWC_DECAY = 1.0
 #: Experience replay's memory: a reservoir of this many training examples over the whole stream.
 DEFAULT_REPLAY_SIZE = 1000
