@@ -34,13 +34,13 @@ def measure(data: Path, threads: int) -> dict:
         registry = Registry(Path(folder) / "registry.db")
         runner = Runner(registry, progress=False, method="ewc")
         runner.add_task(
-            "sst2", DataSpec.from_folder(data / "sst2", max_train=600, max_eval=300), config, options=options
+            "sst2", DataSpec.from_folder(data / "sst2", max_train=600, max_eval=300), train=config, options=options
         )
         encoder = runner.model.task_modules("sst2").encoder
         before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
         fisher = parse_fisher(registry.read_artifact("sst2", "fisher"), "fisher of sst2")
         agnews = DataSpec.from_folder(data / "olora_agnews", max_train=600, max_eval=300)
-        runner.add_task("agnews", agnews, config, options=options)
+        runner.add_task("agnews", agnews, train=config, options=options)
         after = dict(runner.model.task_modules("agnews").encoder.named_parameters())
         penalty = sum(float((fisher[f"encoder.{n}"] * (after[n] - before[n]).pow(2)).sum()) for n in before)
         return {

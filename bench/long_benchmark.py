@@ -10,6 +10,12 @@ then the document, from whatever has finished (a method that has not is left out
 
     python bench/long_benchmark.py --runs runs --out docs/long_benchmark.md --plots docs/figures/long
 
+For the methods that keep the base encoder intact (adapters, LoRA) the document also scores the
+stream with the task unknown, as the published O-LoRA and L2P rows are: each test example's task
+is identified from base-encoder features (`--task auto`'s Mahalanobis router, stream/taskid.py)
+and a wrong task counts as a wrong answer. That pass runs the base encoder over every test set
+once per run and is cached beside the run (`identification.json`).
+
 Every number is read back from the registries through `compare()` (report/comparison.py); the
 published rows are Wang et al. 2023 (O-LoRA), Table 1, quoted with their source.
 """
@@ -17,12 +23,18 @@ published rows are Wang et al. 2023 (O-LoRA), Table 1, quoted with their source.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
+from continual_adapters.data.taskdata import load_eval_split
+from continual_adapters.files.atomic import atomic_write
+from continual_adapters.registry import Registry
 from continual_adapters.report.comparison import compare
 from continual_adapters.report.comparison_doc import write_comparison_plots
-from continual_adapters.stream.scenario import load_scenario
+from continual_adapters.stream.runner import Runner
+from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
+from continual_adapters.stream.taskid import base_features, identifier
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = (4, 5, 6)
@@ -45,7 +57,75 @@ PUBLISHED = {
     ],
 }
 #: Methods whose per-task scores cannot depend on the order (each task trains from the same base).
-ORDER_FREE = ("adapters", "full", "ln-only", "top-k")
+ORDER_FREE = ("adapters", "full", "ln-only", "top-k", "lora")
+#: Methods whose base encoder stays intact, so task identification can route their test examples.
+IDENTIFIABLE = ("adapters", "lora")
+IDENTIFICATION = "identification.json"
+
+
+def identify(run: Path) -> dict | None:
+    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached)."""
+    cached = run / IDENTIFICATION
+    if cached.exists():
+        return json.loads(cached.read_text())
+    if not (run / FINAL_CORRECT).exists():
+        return None
+    registry = Registry(run / "registry.db")
+    runner = Runner(registry, progress=False)
+    router = identifier(registry, runner.model)
+    given = json.loads((run / FINAL_CORRECT).read_text())["tasks"]
+    tasks = {}
+    for task in registry.tasks():
+        split, _ = load_eval_split(task.data, task.labels)
+        right = [g == task.name for g in router.predict(base_features(runner.model, split.texts, split.pairs))]
+        correct = [c == "1" for c in given[task.name]]
+        tasks[task.name] = {
+            "examples": len(right),
+            "task_id_accuracy": sum(right) / len(right),
+            "accuracy_task_given": sum(correct) / len(correct),
+            "accuracy_task_unknown": sum(r and c for r, c in zip(right, correct, strict=True)) / len(right),
+        }
+    registry.close()
+    result = {
+        "router": router.router,
+        "task_id_accuracy": sum(t["task_id_accuracy"] * t["examples"] for t in tasks.values())
+        / sum(t["examples"] for t in tasks.values()),
+        "acc_task_given": statistics.fmean(t["accuracy_task_given"] for t in tasks.values()),
+        "acc_task_unknown": statistics.fmean(t["accuracy_task_unknown"] for t in tasks.values()),
+        "tasks": tasks,
+    }
+    atomic_write(cached, json.dumps(result, indent=2, sort_keys=True).encode())
+    return result
+
+
+def identification_rows(runs: Path, per_order: dict[int, dict]) -> list[str]:
+    """ACC with the task given and unknown, and task-id accuracy, per identifiable run."""
+    rows = []
+    for order, data in sorted(per_order.items()):
+        for m in data["methods"]:
+            if m["method"] not in IDENTIFIABLE or not m["complete"]:
+                continue
+            for seed in m["seeds"]:
+                found = identify(runs / f"long_order{order}" / m["label"] / f"seed{seed}")
+                if found:
+                    rows.append(
+                        f"| {m['label']} | {order} | {seed} | {_pct(found['acc_task_given'])} | "
+                        f"{_pct(found['acc_task_unknown'])} | {_pct(found['task_id_accuracy'])} |"
+                    )
+    if not rows:
+        return []
+    return [
+        "## With the task unknown",
+        "",
+        "O-LoRA and L2P see no task id at test time. Here each test example's task is identified from the",
+        "frozen base encoder's features (the Mahalanobis router of `--task auto`, from each task's training",
+        "statistics) and a wrongly identified example counts as wrong.",
+        "",
+        "| method | order | seed | ACC, task given | ACC, task unknown | task-id accuracy |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def gather(runs: Path) -> dict[int, dict]:
@@ -129,7 +209,9 @@ def order_check(per_order: dict[int, dict]) -> list[str]:
     return lines
 
 
-def render(per_order: dict[int, dict], command: str, figures: list[str] | None = None) -> str:
+def render(
+    per_order: dict[int, dict], command: str, figures: list[str] | None = None, identified: list[str] | None = None
+) -> str:
     out = [
         "# The Long Sequence Benchmark with cadapt",
         "",
@@ -159,6 +241,7 @@ def render(per_order: dict[int, dict], command: str, figures: list[str] | None =
         "numbers across the two tables.",
         "",
     ]
+    out += identified or []
     checks = order_check(per_order)
     if checks:
         out += ["## Order independence", "", *checks, ""]
@@ -183,7 +266,8 @@ def main() -> None:
     command = f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}" + (
         f" --plots {args.plots}" if args.plots else ""
     )
-    Path(args.out).write_text(render(per_order, command, figures))
+    identified = identification_rows(Path(args.runs), per_order)
+    Path(args.out).write_text(render(per_order, command, figures, identified))
     print(f"wrote {args.out}")
 
 

@@ -4,7 +4,14 @@ hand-made outputs whose rows are known (the real runs take hours)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
+from continual_adapters.core.config import TrainConfig
+from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.registry import Registry
+from continual_adapters.stream.audit import audit
+from continual_adapters.stream.runner import Runner
+from continual_adapters.stream.scenario import write_final_correct
 from tests.support.paths import ROOT
 
 
@@ -51,3 +58,28 @@ def test_rows_published_table_order_check_and_per_task():
     assert "is 0.00 points" in text and "`naive`" not in text.split("## Order independence")[1].split("##")[0]
     assert "| cb | 80.0 | 20.0 |" in text, "per-task table of the first order"
     assert "14 tasks, not 15" in text
+
+
+def test_task_unknown_scores_are_measured_once_and_cached(tmp_path, data_dir, tiny_encoder_dir):
+    """On a tiny finished adapters run: task-id accuracy over every test example, ACC with the task
+    unknown never above ACC with the task given, and a second call reads the cache."""
+    bench = module()
+    run = tmp_path / "long_order4" / "adapters" / "seed0"
+    run.mkdir(parents=True)
+    registry = Registry(run / "registry.db")
+    runner = Runner(registry, encoder=tiny_encoder_dir, progress=False)
+    for name in ("sst2", "trec"):
+        spec = DataSpec.from_folder(data_dir / name, max_train=32, max_eval=20)
+        runner.add_task(name, spec, train=TrainConfig(epochs=1, batch_size=16, max_length=32))
+    write_final_correct(run, audit(runner))
+    registry.close()
+    found = bench.identify(run)
+    assert found is not None and set(found["tasks"]) == {"sst2", "trec"}
+    assert all(t["examples"] == 20 for t in found["tasks"].values())
+    assert 0 <= found["acc_task_unknown"] <= found["acc_task_given"] <= 1 and 0 <= found["task_id_accuracy"] <= 1
+    assert json.loads((run / bench.IDENTIFICATION).read_text()) == found
+    (run / "registry.db").unlink()  # the cache answers: nothing is recomputed
+    assert bench.identify(run) == found
+    data = {"tasks": ["sst2", "trec"], "methods": [{**method("adapters", [0.5, 0.5]), "method": "adapters"}]}
+    rows = bench.identification_rows(tmp_path, {4: data})
+    assert rows[0] == "## With the task unknown" and rows[-2].startswith("| adapters | 4 | 0 |")

@@ -117,7 +117,7 @@ class TaskIdentifier:
             raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
         if not 0 < shrinkage <= 1:
             raise ConfigError(f"shrinkage must be in (0, 1], got {shrinkage!r}")
-        self.tasks = tasks
+        self.tasks, self.router = tasks, router
         self.owners = [name for name, stats in tasks.items() for _ in range(len(stats.means))]
         if not tasks:
             return
