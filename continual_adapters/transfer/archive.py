@@ -79,8 +79,8 @@ def export_task(registry: Registry, name: str, path: str | os.PathLike[str]) -> 
         raise RegistryError(f"task {name!r} is {task.status}; only ready tasks can be exported")
     if task.method not in ADAPTER_METHODS:
         raise ConfigError(
-            f"task {name!r} is a {task.method!r} baseline: its state is encoder weights tied to its own "
-            f"registry; only {', '.join(ADAPTER_METHODS)} tasks can be exported"
+            f"task {name!r} is a {task.method!r} task: the archive format carries adapter bundles only "
+            f"({', '.join(ADAPTER_METHODS)}); copy its registry to move it"
         )
     record = registry.verify_bundle(name)
     bundle = read_bundle_file(registry.bundle_path(name), record.sha256)
@@ -117,11 +117,10 @@ def _check_target(
     initialized = registry.initialized()
     base = registry.base_model() if initialized else None
     existing = registry.tasks(include_retired=True, include_pending=True) if initialized else []
-    baselines = sorted({t.method for t in existing} - set(ADAPTER_METHODS))
-    if baselines:
+    others = sorted({t.method for t in existing} - set(ADAPTER_METHODS))
+    if others:
         raise ConfigError(
-            f"this registry holds {', '.join(baselines)} baseline tasks; an adapter task needs a "
-            "registry of adapter tasks"
+            f"this registry holds {', '.join(others)} tasks; an adapter task needs a registry of adapter tasks"
         )
     if target in {t.name for t in existing}:
         raise TaskExistsError(f"task {target!r} already exists in this registry; import it with --name NEW")

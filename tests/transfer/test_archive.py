@@ -314,16 +314,16 @@ def test_failure_inside_the_registration_protocol_leaves_nothing(step, source, t
     assert _state(target) == before
 
 
-def test_baseline_tasks_neither_leave_nor_receive(source, tmp_path, tiny_encoder_dir):
-    """A baseline's state is encoder weights tied to its own registry, so it has no archive form."""
+def test_tasks_of_other_methods_neither_leave_nor_receive(source, tmp_path, tiny_encoder_dir):
+    """The archive format carries adapter bundles only: a task of another method has no archive form."""
     registry = Registry(tmp_path / "full.db")
     spec = DataSpec(train=str(source["root"] / "train.jsonl"), validation=str(source["root"] / "val.jsonl"))
     Runner(registry, encoder=tiny_encoder_dir, progress=False, method="full").add_task(
         "whole", spec, train=TrainConfig(epochs=1, batch_size=8)
     )
-    with pytest.raises(ConfigError, match="baseline"):
+    with pytest.raises(ConfigError, match="'full' task: the archive format carries adapter bundles only"):
         export_task(registry, "whole", tmp_path / "whole.tar")
     before = _state(registry)
-    with pytest.raises(ConfigError, match="baseline"):
+    with pytest.raises(ConfigError, match="holds full tasks; an adapter task needs a registry of adapter tasks"):
         import_task(registry, source["archive"], name="adapted")
     assert _state(registry) == before and not (tmp_path / "whole.tar").exists()
