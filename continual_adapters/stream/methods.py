@@ -65,8 +65,8 @@ class MethodState:
             self.buffer = ReplayBuffer.from_bytes(previous, source)
             if self.buffer.capacity != job.options.replay_size:
                 raise ConfigError(
-                    f"this stream's replay memory holds {self.buffer.capacity} examples; "
-                    f"--replay-size {job.options.replay_size} would change it mid-stream"
+                    f"this stream's replay memory holds {self.buffer.capacity} examples: pass --replay-size "
+                    f"{self.buffer.capacity} (--replay-size {job.options.replay_size} would change it mid-stream)"
                 )
 
     def objective(self, encoded: EncodedSplits) -> Objective:
