@@ -1,7 +1,7 @@
 """continual_adapters: Houlsby adapters on a frozen encoder, one per task, with a registry.
 
 The package is built in layers, each a subpackage that imports only the ones below it:
-core (the model) < metrics < data < files < registry < training < transfer < stream < report < cli
+core (the model) < metrics < data < files < registry < training < transfer < stream < report < serve < cli
 (`LAYERS`).
 The names below are the public Python API; they are imported on first use, so that
 `import continual_adapters` (and every command that only reads the registry) does not pay for
@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 #: The subpackages from the bottom up. A module may import from its own subpackage and from those
 #: before it, never from one after it (tests/test_layers.py walks every import and checks).
-LAYERS = ("core", "metrics", "data", "files", "registry", "training", "transfer", "stream", "report", "cli")
+LAYERS = (
+    "core",
+    "metrics",
+    "data",
+    "files",
+    "registry",
+    "training",
+    "transfer",
+    "stream",
+    "report",
+    "serve",
+    "cli",
+)
 
 if TYPE_CHECKING:
     from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig

@@ -104,3 +104,8 @@ def test_no_module_imports_another_modules_private_names(path):
 def test_private_imports_are_seen():
     source = "from continual_adapters.core.model import ContinualModel, _numel\nfrom os import _exit\n"
     assert private_imports(source) == ["line 1: continual_adapters.core.model._numel"]
+
+
+def test_serve_sits_between_report_and_cli():
+    """The HTTP server uses the report (its dashboard) and is used by the command line only."""
+    assert LAYERS.index("report") + 1 == LAYERS.index("serve") == LAYERS.index("cli") - 1

@@ -37,6 +37,29 @@ class DataError(CadaptError):
     """A dataset file cannot be used: missing, empty, unknown column or label, bad row."""
 
 
+class RequestError(CadaptError):
+    """A request to the HTTP server (`cadapt serve`) cannot be answered as sent: not JSON, a missing
+    or mistyped field, a task that needs routing statistics nobody has."""
+
+
+class MalformedRequestError(RequestError):
+    """A request body that is not one JSON object at all."""
+
+
+class RequestTooLargeError(RequestError):
+    """A request over the server's limits, refused unread so one client cannot make the server
+    tokenize megabytes. `limit` says which: "body" (bytes) or "rows" (inputs per request)."""
+
+    def __init__(self, message: str, limit: str = "body"):
+        super().__init__(message)
+        self.limit = limit
+
+
+class OverloadedError(CadaptError):
+    """The server's bounded queue is full. Refused at once, so that under overload clients see an
+    answer to retry on instead of latency that grows without end."""
+
+
 class RegistryError(CadaptError):
     """The registry cannot be opened or written (schema version, bad URL, bad state)."""
 

@@ -378,7 +378,7 @@ class ContinualModel(nn.Module):
                     rows = list(self(*args, task=names[0]).float().cpu())
                 else:
                     rows = [r.float().cpu() for r in self.forward_mixed(*args, tasks=names)]
-                results.extend(_prediction(self.spec(name), row, name) for name, row in zip(names, rows, strict=True))
+                results.extend(to_prediction(self.spec(name), row, name) for name, row in zip(names, rows, strict=True))
         finally:
             self.train(was_training)
         return results
@@ -392,7 +392,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def _prediction(spec: TaskSpec, logits: torch.Tensor, task: str) -> Prediction:
+def to_prediction(spec: TaskSpec, logits: torch.Tensor, task: str) -> Prediction:
+    """One row's logits as a label with probabilities (softmax), or the regression value: the one
+    conversion `predict` and the HTTP server (serve/) share, so both answer alike."""
     if spec.head == "regression":
         return Prediction(label=float(logits[0]), score=float(logits[0]), probabilities={}, task=task)
     probs = logits.softmax(-1)

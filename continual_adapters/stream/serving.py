@@ -4,6 +4,11 @@
 (JSONL, CSV, TSV: columns; TXT: one text per line) or stdin lines. A task column, or
 `task="auto"`, gives each row its own task; rows of different tasks then share each encoder
 pass (`ContinualModel.forward_mixed`).
+
+Each task is served as it was evaluated when it was registered (`task_settings`): with the
+`max_length` its bundle records and in the precision of that evaluation (bf16 autocast when it
+ran on CUDA, fp32 otherwise), so that what is served is what the registry's scores describe.
+`cadapt serve` (serve/) answers with the same settings.
 """
 
 from __future__ import annotations
@@ -11,17 +16,56 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from continual_adapters.core.errors import DataError, TaskNotFoundError
 from continual_adapters.stream.confirm import TASKS_PER_ROUND, rounds
 
 if TYPE_CHECKING:
     from continual_adapters.core.model import Prediction
+    from continual_adapters.registry import BundleRecord, Registry
     from continual_adapters.stream.runner import Runner
+
+#: What a task's bundle records when its hyperparameters predate `max_length` (TrainConfig's default).
+DEFAULT_MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How a task is run to be served as it was evaluated: its tokenizer cut and its precision."""
+
+    max_length: int
+    precision: str  # "float32" or "bfloat16"
+
+
+def settings_from(bundle: BundleRecord) -> TaskSettings:
+    """The evaluation settings a bundle row records: `max_length` from its hyperparameters, and bf16
+    when it was trained and evaluated on CUDA (evaluation runs under bf16 autocast there), else fp32."""
+    hyper = bundle.hyperparameters or {}
+    max_length = hyper.get("max_length", DEFAULT_MAX_LENGTH)
+    if type(max_length) is not int or max_length < 1:
+        max_length = DEFAULT_MAX_LENGTH
+    device = str(hyper.get("device") or "cpu")
+    return TaskSettings(max_length, "bfloat16" if device.startswith("cuda") else "float32")
+
+
+def task_settings(registry: Registry, names: Sequence[str]) -> dict[str, TaskSettings]:
+    """`settings_from` for each named ready task, from one query."""
+    return {name: settings_from(record) for name, record in registry.bundles(list(names)).items()}
+
+
+def precision_context(precision: str, device: torch.device) -> AbstractContextManager[object]:
+    """Runs a forward in `precision` on `device`: bf16 autocast (on CPU too, for a task evaluated on
+    CUDA and served on CPU), or plain fp32, also on CUDA for a task that was evaluated in fp32."""
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 @dataclass
@@ -95,12 +139,13 @@ def predict_inputs(
     inputs: Inputs,
     task: str | None,
     batch_size: int = 32,
-    max_length: int = 128,
+    max_length: int | None = None,
     tasks_per_round: int = TASKS_PER_ROUND,
 ) -> list[Prediction]:
     """Predictions for every input, in input order. Only the tasks it routes to are attached
     (sha256-verified), `tasks_per_round` at a time and released after their rows, so a file that
-    spans 200 tasks never holds 200 adapters; rows of one round still share encoder passes."""
+    spans 200 tasks never holds 200 adapters; rows of one round still share encoder passes (those
+    of tasks with the same recorded settings). `max_length` overrides every task's recorded one."""
     ready = [t.name for t in runner.registry.tasks()]
     if task == "auto":
         from continual_adapters.stream.taskid import base_features, identifier
@@ -118,22 +163,27 @@ def predict_inputs(
     for name in routed:
         if name not in ready:
             raise TaskNotFoundError(f"no ready task {name!r} in this registry (ready: {', '.join(ready) or 'none'})")
+    settings = task_settings(runner.registry, routed)
+    if max_length is not None:
+        settings = {name: TaskSettings(max_length, s.precision) for name, s in settings.items()}
     resident = set(runner.model.tasks)
     results: list[Prediction | None] = [None] * len(names)
     for group in rounds(routed, tasks_per_round):
         members = set(group)
-        rows = [i for i, name in enumerate(names) if name in members]
         for name in group:
             runner.attach(name)
-        predicted = runner.model.predict(
-            [inputs.texts[i] for i in rows],
-            task=[names[i] for i in rows],
-            pairs=[inputs.pairs[i] for i in rows] if inputs.pairs else None,
-            batch_size=batch_size,
-            max_length=max_length,
-        )
-        for i, prediction in zip(rows, predicted, strict=True):
-            results[i] = prediction
+        for setting in dict.fromkeys(settings[name] for name in group):
+            rows = [i for i, name in enumerate(names) if name in members and settings[name] == setting]
+            with precision_context(setting.precision, runner.model.device):
+                predicted = runner.model.predict(
+                    [inputs.texts[i] for i in rows],
+                    task=[names[i] for i in rows],
+                    pairs=[inputs.pairs[i] for i in rows] if inputs.pairs else None,
+                    batch_size=batch_size,
+                    max_length=setting.max_length,
+                )
+            for i, prediction in zip(rows, predicted, strict=True):
+                results[i] = prediction
         if runner.model.isolates_tasks:  # release what this call attached: memory stays bounded
             for name in members - resident:
                 runner.model.remove_task(name)

@@ -142,6 +142,23 @@ class TaskIdentifier:
         scores = features.double() @ self.weights.T + self.bias
         return [self.owners[i] for i in scores.argmax(-1).tolist()]
 
+    def identify(self, features: torch.Tensor) -> tuple[list[str], list[float]]:
+        """`predict`'s tasks, each with a confidence in [0, 1]: the softmax of the label scores,
+        summed over the chosen task's labels. Under "mahalanobis" the scores are -d²/2 up to a
+        per-input constant, so this is the posterior of a Gaussian model with the pooled
+        covariance and equal priors per label mean (linear discriminant analysis); under
+        "centroid" it is a softmax over cosines, a ranking more than a probability. A server
+        answers "no task" below a threshold of it (`cadapt serve --min-task-confidence`)."""
+        if not self.tasks:
+            raise DataError("no task has centroids yet: add a task first")
+        scores = features.double() @ self.weights.T + self.bias
+        order = list(self.tasks)
+        owner = torch.tensor([order.index(name) for name in self.owners])
+        per_task = torch.zeros(len(scores), len(order), dtype=scores.dtype).index_add_(1, owner, scores.softmax(-1))
+        best = owner[scores.argmax(-1)]
+        confidence = per_task.gather(1, best.unsqueeze(1)).squeeze(1)
+        return [order[i] for i in best.tolist()], confidence.tolist()
+
 
 def statistics_bytes(name: str, stats: TaskStatistics, base_sha256: str) -> bytes:
     """A task's routing statistics as a safetensors file tagged with its task and base weights."""
