@@ -28,6 +28,8 @@ LORA_METHODS = ("lora",)
 SHARED_METHODS = ("naive", "ewc", "replay", "lwf")
 BASELINE_METHODS = SHARED_METHODS + ("top-k", "full")
 METHODS = ADAPTER_METHODS + LORA_METHODS + BASELINE_METHODS
+#: The registry artifact a shared-encoder method carries from one task to the next (stream/methods.py).
+METHOD_STATE_KINDS = {"ewc": "fisher", "replay": "replay"}
 #: Scenario-only: one model trained on every task of the stream jointly. The multitask upper bound
 #: of the continual-learning literature; it is not a continual method and has no `add-task`.
 MULTITASK = "mtl"

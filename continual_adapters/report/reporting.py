@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from continual_adapters.core.config import METHOD_STATE_KINDS
 from continual_adapters.registry import Registry
 
 
@@ -138,18 +139,19 @@ def stream_report(registry: Registry) -> dict:
 def method_state(registry: Registry, names: list[str]) -> dict:
     """What the shared-encoder methods keep beside the bundles (EWC's Fisher, replay's memory): bytes
     per kind, and the latest replay memory's examples, a storage and a privacy cost of the method."""
-    from continual_adapters.stream.methods import REPLAY_KIND, STATE_KINDS, replay_summary
-
     kinds: dict[str, int] = {}
     latest = None
     for name in names:
         for artifact in registry.artifacts(name):
-            if artifact.kind in STATE_KINDS.values():
+            if artifact.kind in METHOD_STATE_KINDS.values():
                 kinds[artifact.kind] = kinds.get(artifact.kind, 0) + artifact.size_bytes
-                latest = name if artifact.kind == REPLAY_KIND else latest
+                latest = name if artifact.kind == METHOD_STATE_KINDS["replay"] else latest
     replay = None
-    if latest is not None:
-        replay = {"after": latest, **replay_summary(registry.read_artifact(latest, REPLAY_KIND), latest)}
+    if latest is not None:  # only a replay stream pays for importing the model libraries here
+        from continual_adapters.stream.methods import replay_summary
+
+        data = registry.read_artifact(latest, METHOD_STATE_KINDS["replay"])
+        replay = {"after": latest, **replay_summary(data, latest)}
     return {"bytes": sum(kinds.values()), "kinds": kinds, "replay": replay}
 
 

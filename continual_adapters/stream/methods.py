@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from continual_adapters.core.config import METHOD_STATE_KINDS
 from continual_adapters.core.errors import ConfigError, IntegrityError
 from continual_adapters.training.ewc import (
     ElasticPenalty,
@@ -34,10 +35,9 @@ if TYPE_CHECKING:
     from continual_adapters.registry import Registry
     from continual_adapters.stream.job import EncodedSplits, TaskJob
 
-FISHER_KIND = "fisher"
-REPLAY_KIND = "replay"
 #: The artifact each method keeps per task, beside the bundle, probe and centroids every task has.
-STATE_KINDS = {"ewc": FISHER_KIND, "replay": REPLAY_KIND}
+STATE_KINDS = METHOD_STATE_KINDS
+FISHER_KIND, REPLAY_KIND = STATE_KINDS["ewc"], STATE_KINDS["replay"]
 
 
 def previous_state(registry: Registry, method: str, earlier: list[str]) -> bytes | None:

@@ -23,7 +23,18 @@ def test_text_stream_is_the_eight_real_tasks_in_order(data_dir):
         "mrpc",
         "rte",
     ]
-    assert {m.method for m in scenario.methods} == {"adapters", "ln-only", "top-k", "full", "naive"}
+    assert {m.method for m in scenario.methods} == {
+        "adapters",
+        "ln-only",
+        "top-k",
+        "full",
+        "naive",
+        "lora",
+        "ewc",
+        "replay",
+        "lwf",
+        "mtl",
+    }
     assert any(m.adapter_size == "auto" for m in scenario.methods)
     by_name = {t.name: t.data for t in scenario.tasks}
     assert by_name["mrpc"].pair_column == "text_pair" and by_name["sst2"].pair_column is None
