@@ -299,6 +299,12 @@ def audit_command(ctx, tolerance, device, probe_only, as_json):
             detail = f"{t.measured:.4f} (recorded {t.recorded:.4f})" if t.measured is not None else ""
         lines.append(f"{'PASS' if t.ok else 'FAIL'}  {t.task:<24} {detail}")
         lines += [f"      {p}" for p in t.problems + t.notes]
+    for hole in report.holes:
+        where = f"{hole.task} after {hole.after} (row {hole.after_tasks})"
+        if hole.filled:
+            lines.append(f"FILLED  accuracy-matrix entry of {where}, confirmed by {hole.confirmed_by}")
+        else:
+            lines.append(f"HOLE    accuracy-matrix entry of {where} not filled: {hole.reason}")
     mode = "exact" if tolerance == 0 else f"tolerance {tolerance}"
     mode += ", probes only" if probe_only else ""
     lines.append(f"audit {'passed' if report.ok else 'FAILED'} ({len(report.tasks)} tasks, {mode})")

@@ -11,6 +11,10 @@ A task whose recorded data is gone cannot be re-scored: it is confirmed by repla
 instead (bit-identical outputs) and reported as such. `probe_only` (`cadapt audit --probe`) is
 the fast form for long streams: hashes, signatures, the rows' agreement and every probe, with
 no dataset read; tasks are attached a round at a time and released, so memory stays bounded.
+
+Last, the accuracy matrix is checked for holes (a ready task with no entry in a later task's row,
+left by tasks added at the same time) and each is filled by the check an addition makes
+(concurrent.py); the report lists every entry so written, or why one could not be.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from continual_adapters.core.errors import CadaptError, DataError
 from continual_adapters.registry import BundleRecord, EvaluationRecord, Registry, TaskRecord
+from continual_adapters.stream.concurrent import Hole, fill_holes, matrix_holes
 from continual_adapters.stream.confirm import PROBE_KIND, load_probe, probe_from, rounds
 from continual_adapters.stream.runner import Runner
 from continual_adapters.training.probe import Probe, check
@@ -50,14 +55,19 @@ class AuditReport:
     tasks: list[TaskAudit]
     tolerance: float
     mode: str = "full"
+    #: Entries the accuracy matrix lacked (tasks added at the same time), each filled or said why not.
+    holes: list[Hole] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Whether every task passed. A hole is missing history, not a changed task: it is filled
+        (or reported) but does not fail the audit."""
         return all(t.ok for t in self.tasks)
 
     def to_dict(self) -> dict:
         tasks = [{k: v for k, v in asdict(t).items() if k != "correct"} for t in self.tasks]
-        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": tasks}
+        holes = [hole.to_dict() for hole in self.holes]
+        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": tasks, "holes": holes}
 
 
 def audit_task(runner: Runner, name: str, tolerance: float, recorded_rows: Recorded | None = None) -> TaskAudit:
@@ -236,7 +246,8 @@ def probe_audit(
 
 
 def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> AuditReport:
-    """Audits every ready task; base-weight mismatches surface as a problem on every task."""
+    """Audits every ready task; base-weight mismatches surface as a problem on every task. Then
+    fills the accuracy matrix's holes (concurrent.py), the one thing an audit writes."""
     tasks = runner.registry.tasks()
     mode = "probe" if probe_only else "full"
     try:
@@ -245,5 +256,8 @@ def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> A
         return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode)
     names, recorded = [t.name for t in tasks], Recorded.read(runner.registry)
     if probe_only:
-        return AuditReport(probe_audit(runner, names, tolerance, recorded=recorded), tolerance, mode)
-    return AuditReport([audit_task(runner, name, tolerance, recorded) for name in names], tolerance, mode)
+        report = AuditReport(probe_audit(runner, names, tolerance, recorded=recorded), tolerance, mode)
+    else:
+        report = AuditReport([audit_task(runner, name, tolerance, recorded) for name in names], tolerance, mode)
+    report.holes = fill_holes(runner, matrix_holes(runner.registry), probe_only)
+    return report

@@ -51,6 +51,13 @@ def probe_from(data: bytes, name: str, registry: Registry) -> Probe:
     return probe
 
 
+def skipped(tasks: list[TaskRecord]) -> Confirmed:
+    """The rows of tasks left unchecked (`--reeval none`): the matrix says so rather than leave a hole."""
+    return Confirmed(
+        [EvaluationDraft(t.name, t.data["eval_split"], t.primary_metric, 0.0, kind="skipped") for t in tasks]
+    )
+
+
 def rounds(names: list[str], size: int = TASKS_PER_ROUND) -> Iterator[list[str]]:
     for start in range(0, len(names), size):
         yield names[start : start + size]

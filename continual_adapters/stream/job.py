@@ -125,6 +125,8 @@ class Confirmation:
     probes: dict[str, float] = field(default_factory=dict)
     #: Earlier tasks whose data could not be read for a full re-score (confirmed by probe instead).
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: Tasks that became ready while this one trained, confirmed after training (concurrent.py).
+    late: list[str] = field(default_factory=list)
 
     @property
     def unchanged(self) -> bool:
@@ -140,6 +142,7 @@ class Confirmation:
             "confirmation": self.policy,
             "probes": self.probes,
             "unavailable": self.unavailable,
+            "confirmed_late": self.late,
         }
 
 

@@ -10,7 +10,8 @@
 4. write the bundle file, its probe and its centroids (temp name, fsync, rename);
 5. confirm the earlier tasks (confirm.py: replay their probes, or re-score them under `--reeval
    full`) and hash the base and every earlier bundle again, aborting on any difference (unless
-   the method shares weights, which the proof then records);
+   the method shares weights, which the proof then records); then confirm the tasks another
+   process registered meanwhile (concurrent.py), so the new row of the matrix has them too;
 6. register: commit the bundle, its probe and centroids, the new row of the accuracy matrix and
    the proof in one transaction.
 
@@ -43,7 +44,8 @@ from continual_adapters.files.bundle import bundle_bytes, load_task
 from continual_adapters.metrics.scoring import higher_is_better
 from continual_adapters.registry import ArtifactDraft, BundleRecord, EvaluationDraft, Registry
 from continual_adapters.registry.artifacts import safe_path
-from continual_adapters.stream.confirm import PROBE_KIND, Confirmed, EarlierTasks
+from continual_adapters.stream.concurrent import confirm_late
+from continual_adapters.stream.confirm import PROBE_KIND, EarlierTasks, skipped
 from continual_adapters.stream.job import (
     REEVAL_POLICIES,
     AddTaskResult,
@@ -83,6 +85,8 @@ class Runner:
         self.encoder = encoder
         self.world = distributed.world()
         self.device = distributed.device_for(self.world, resolve_device(device))
+        if self.world.active:  # every process reads the registry; only the main one may create it
+            distributed.main_first(self.world, self.device, registry.ensure)
         self.progress = progress
         self._method, self._top_layers = method, top_layers
         self._model: ContinualModel | None = None
@@ -257,8 +261,7 @@ class Runner:
         adapter = adapter or AdapterConfig(bottleneck=64 if method == "adapters" else 0)
         if method != "adapters" and (auto_size or adapter.bottleneck):
             raise ConfigError(f"method {method!r} trains no adapter: use --adapter-size 0")
-        if self.world.active and method in SHARED_METHODS and method != "naive":
-            raise ConfigError(f"method {method!r} trains in one process only (its state lives on the main one)")
+        distributed.check_launch(self.world, method, (train or TrainConfig()).batch_size)
         self.registry.ensure()
         held = self.registry.tasks(include_retired=True)
         if held and method_family(method) != method_family(held[0].method):
@@ -332,15 +335,12 @@ class Runner:
     def confirm(self, job: TaskJob, earlier: list[str], before: dict[str, Any]) -> Confirmation:
         """Confirms every earlier task (confirm.py) and hashes everything again; a method that
         isolates tasks aborts here if anything it must not touch changed. A method that shares
-        weights is always re-scored in full: its earlier outputs do change."""
+        weights is always re-scored in full: its earlier outputs do change. Tasks that became
+        ready while this one trained are confirmed last, the same way (concurrent.py)."""
         shared = not self.model.isolates_tasks
         policy = "full" if shared and job.reeval != "none" else job.reeval
         if policy == "none":
-            drafts = [
-                EvaluationDraft(t.name, t.data["eval_split"], t.primary_metric, 0.0, kind="skipped")
-                for t in map(self.registry.task, earlier)
-            ]
-            confirmed = Confirmed(drafts)
+            confirmed = skipped([self.registry.task(name) for name in earlier])
         else:
             confirmed = self.earlier_tasks().confirm(earlier, policy, keep_attached=shared)
         confirmation = Confirmation(
@@ -355,7 +355,7 @@ class Runner:
         if not confirmation.unchanged and self.model.isolates_tasks:
             changed = [k for k in before if before[k] != confirmation.after[k]]
             raise IntegrityError(f"earlier tasks or the base changed while adding {job.name!r}: {changed}")
-        return confirmation
+        return confirm_late(self, job, earlier, confirmation)
 
     def register(
         self,

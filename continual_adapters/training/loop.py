@@ -9,6 +9,7 @@ data always gives the same batches and therefore bit-identical scores on the sam
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -195,15 +196,13 @@ def train_task(
     objective: Objective | None = None,
 ) -> TrainResult:
     """Trains only `task`'s modules, minimising `objective` (the task's own loss by default);
-    returns with the best validation epoch's weights loaded."""
+    returns with the best validation epoch's weights loaded. Under a multi-process launch the
+    processes share every global batch through accelerate (distributed.py)."""
     tokenizer = _require_tokenizer(model.tokenizer)
     modules = model.task_modules(task)
-    device = model.device
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in modules.parameters() if p.requires_grad]
-    current = distributed.init(device)
-    distributed.broadcast_parameters(params, current)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -211,39 +210,38 @@ def train_task(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_warmup_decay(s, warmup, total))
     pad_to = config.max_length if config.pad_to_max_length else None
     sign = 1.0 if higher_is_better(metric) else -1.0
-    objective = objective or Objective()
+    step = distributed.TaskStep(modules, functools.partial((objective or Objective()).loss, model, task))
+    exchange = distributed.Exchange(model.device, step, optimizer, scheduler, len(train), config.batch_size, generator)
     result = TrainResult(best_epoch=0, best_score=-math.inf * sign)
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
-    bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress or not current.is_main)
+    bar = tqdm(total=total, desc=f"train {task}", unit="step", disable=not progress or exchange.rank != 0)
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
-            order = torch.randperm(len(train), generator=generator).tolist()
             running = 0.0
-            for start in range(0, len(order), config.batch_size):
-                rows = order[start : start + config.batch_size]
-                local = distributed.shard(rows, current)
-                if local:
-                    batch = pad_batch(tokenizer, train, local, pad_to)
-                    loss = objective.loss(model, task, local, batch, train.targets[local])
-                    (loss * (len(local) / len(rows))).backward()
-                    running += loss.item()
+            for index, (rows, share) in enumerate(exchange.batches()):
+                batch = pad_batch(tokenizer, train, rows, pad_to)
+                loss = exchange.step(rows, batch, train.targets[rows])
+                exchange.backward(loss, share)
+                if share:
+                    running += share * loss.item()
                     result.train_tokens += int(batch["attention_mask"].sum())
-                distributed.sum_gradients(params, current)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                exchange.update()
                 result.steps += 1
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{running / (start // config.batch_size + 1):.4f}")
+                # Rank 0's estimate of the batch loss from its own slices (exact in one process).
+                bar.set_postfix(epoch=epoch, loss=f"{running * exchange.processes / (index + 1):.4f}")
             val = evaluate(model, task, validation, config.eval_batch_size)
-            result.history.append({"epoch": epoch, "train_loss": running / steps_per_epoch, **val.scores})
+            epoch_loss = exchange.total(running) / steps_per_epoch
+            result.history.append({"epoch": epoch, "train_loss": epoch_loss, **val.scores})
             if sign * val.scores[metric] > sign * result.best_score:
                 result.best_epoch, result.best_score = epoch, val.scores[metric]
                 best_state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
+        result.train_tokens = int(exchange.total(result.train_tokens))
     finally:
         bar.close()
+        exchange.close()
     if best_state is None:
         raise ConfigError(f"training {task!r} diverged: no epoch gave a finite validation {metric}")
     modules.load_state_dict(best_state)

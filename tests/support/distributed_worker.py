@@ -1,9 +1,12 @@
-"""One process of a data-parallel training run (launched by tests/test_distributed.py).
+"""One process of a data-parallel training run (launched by tests/training/test_distributed.py).
 
-Trains a tiny dropout-free task with `train_task` and writes its weights to OUT/rank<RANK>.safetensors,
-so the test can compare the processes with each other and with a single-process run.
+Trains a tiny dropout-free task with `train_task` on 45 and on 47 rows (global batch 10: the last
+batch is 5 rows, all on rank 0 of two, or 7, split 5 and 2) and writes each run's weights to
+OUT/rank<RANK>-<ROWS>.safetensors and its loss curve to OUT/rank<RANK>-<ROWS>.json, so the test can
+compare the processes with each other and with a single-process run.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -48,11 +51,15 @@ def main(out: Path) -> None:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     model = ContinualModel(encoder, Tokenizer())
-    model.add_task(TaskSpec("t", labels=("a", "b"), head_dropout=0.0))
     config = TrainConfig(epochs=2, batch_size=10, lr=1e-2, seed=3)
-    train_task(model, "t", data(45, 1), data(20, 2), config, "accuracy", progress=False)
-    state = {k: v.contiguous() for k, v in model.task_modules("t").state_dict().items()}
-    save_file(state, str(out / f"rank{os.environ.get('RANK', 'single')}.safetensors"))
+    rank = os.environ.get("RANK", "single")
+    for rows in (45, 47):
+        model.add_task(TaskSpec(f"t{rows}", labels=("a", "b"), head_dropout=0.0))
+        result = train_task(model, f"t{rows}", data(rows, 1), data(20, 2), config, "accuracy", progress=False)
+        state = {k: v.contiguous() for k, v in model.task_modules(f"t{rows}").state_dict().items()}
+        save_file(state, str(out / f"rank{rank}-{rows}.safetensors"))
+        curve = {"train_loss": [h["train_loss"] for h in result.history], "steps": result.steps}
+        (out / f"rank{rank}-{rows}.json").write_text(json.dumps({**curve, "tokens": result.train_tokens}))
 
 
 if __name__ == "__main__":
