@@ -64,6 +64,9 @@ class BaselineTask(TaskModules):
 class BaselineModel(ContinualModel):
     """One frozen pristine base plus, per task, the encoder weights the method fine-tunes."""
 
+    #: Each task owns encoder weights: a mixed batch is one pass per task.
+    mixes_in_one_pass = False
+
     def __init__(
         self,
         encoder: PreTrainedModel,
@@ -142,17 +145,6 @@ class BaselineModel(ContinualModel):
         finally:
             for i, layer in enumerate(originals):
                 self._layer_list[start + i] = layer
-
-    def forward_mixed(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        *,
-        tasks: list[str],
-    ) -> list[torch.Tensor]:
-        """Baselines own encoder weights per task, so a mixed batch is one pass per task."""
-        return self._forward_per_task(input_ids, attention_mask, token_type_ids, tasks)
 
     def parameter_counts(self, name: str) -> ParamCounts:
         """Stored cost per task: the encoder copy (full), the top layers (top-k) or nothing

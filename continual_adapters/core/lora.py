@@ -78,6 +78,9 @@ class LoraTask(TaskModules):
 class LoraModel(ContinualModel):
     """One frozen base with one PEFT LoRA adapter per task, named after the task."""
 
+    #: Each task's LoRA changes the encoder's weights: a mixed batch is one pass per task.
+    mixes_in_one_pass = False
+
     def __init__(
         self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None, base_name: str = "custom"
     ):
@@ -224,17 +227,6 @@ class LoraModel(ContinualModel):
         task = self.router.task
         self._activate(None if task is None else task.spec.name)
         return super()._hidden(input_ids, attention_mask, token_type_ids, encoder)
-
-    def forward_mixed(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        *,
-        tasks: list[str],
-    ) -> list[torch.Tensor]:
-        """Each task's LoRA changes the encoder's weights, so a mixed batch is one pass per task."""
-        return self._forward_per_task(input_ids, attention_mask, token_type_ids, tasks)
 
     def parameter_counts(self, name: str) -> ParamCounts:
         """A task stores and trains its LoRA matrices and its head; nothing else."""

@@ -153,6 +153,9 @@ class ContinualModel(nn.Module):
 
     #: Whether adding a task leaves every earlier task's weights bit-identical (the proof demands it).
     isolates_tasks = True
+    #: Whether rows of different tasks share one encoder pass (adapters route inside the encoder);
+    #: models whose tasks change the encoder's own weights (baselines, LoRA) run one pass per task.
+    mixes_in_one_pass = True
 
     def add_task(self, spec: TaskSpec, initialise: bool = True) -> TaskModules:
         """Attaches fresh modules for `spec`. `initialise=False` leaves their values unset (built on
@@ -295,6 +298,8 @@ class ContinualModel(nn.Module):
         (the router's groups), so the shared frozen weights are read once for the whole batch.
         Returns one logit vector per row, in row order (tasks may have different label counts).
         """
+        if not self.mixes_in_one_pass:
+            return self._forward_per_task(input_ids, attention_mask, token_type_ids, tasks)
         if len(tasks) != input_ids.shape[0]:
             raise ConfigError(f"{len(tasks)} task names for a batch of {input_ids.shape[0]} rows")
         rows: dict[str, list[int]] = {}
