@@ -86,6 +86,8 @@ def run_scenario_command(
         scenario = replace(scenario, seeds=seeds)
     out = Path(out or Path("runs") / scenario.name)
     chosen = [m.strip() for m in methods.split(",")] if methods else None
+    if chosen:  # the comparison shows the chosen methods only, even where others have run folders
+        scenario = replace(scenario, methods=tuple(scenario.method(label) for label in chosen))
     quiet_libraries(quiet or as_json)
     log = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     # A registry named globally (--registry, CADAPT_REGISTRY; --artifacts, CADAPT_ARTIFACTS) is one
