@@ -6,6 +6,7 @@ from continual_adapters.core.errors import ConfigError
 from continual_adapters.registry.registry import Registry
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.scenario import load_scenario
+from tests.support.cli import cli_ok
 from tests.support.paths import ROOT
 
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -199,3 +200,26 @@ def test_single_registry_mode_is_the_readme_demo_path(smoke_run, data_dir):
         ["run-scenario", str(ROOT / "scenarios" / "smoke.yaml"), "--registry", str(db), "--data-dir", str(data_dir)],
     )
     assert refused.exit_code == 1 and "pick one with --methods" in refused.output
+
+
+def test_a_methods_subset_compares_only_those_methods(smoke_run, tmp_path, data_dir):
+    """--report-only --methods over a run folder holding three methods: the document has the two chosen."""
+    out = smoke_run["out"]
+    target = tmp_path / "subset.md"
+    cli_ok(
+        "run-scenario",
+        ROOT / "scenarios" / "smoke.yaml",
+        "--out",
+        out,
+        "--data-dir",
+        data_dir,
+        "--methods",
+        "adapters,naive",
+        "--report-only",
+        "--no-audit",
+        "--results",
+        target,
+        "--quiet",
+    )
+    rows = [line.split("|")[1].strip() for line in target.read_text().splitlines() if line.startswith("| ")]
+    assert "adapters" in rows and "naive" in rows and "ln-only" not in rows
