@@ -20,6 +20,7 @@ from continual_adapters.core.config import ADAPTER_METHODS, LORA_METHODS, TaskSp
 from continual_adapters.core.encoder import DEFAULT_ENCODER, load_encoder
 from continual_adapters.core.errors import ConfigError, TaskExistsError, TaskNotFoundError
 from continual_adapters.core.inject import Router, inject
+from continual_adapters.core.prediction import Prediction, to_prediction
 from continual_adapters.core.task_modules import TaskModules, count_parameters
 
 if TYPE_CHECKING:
@@ -75,17 +76,6 @@ class ParamCounts:
         if self.lora:
             counts["lora"] = self.lora
         return counts
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str | float
-    score: float
-    probabilities: dict[str, float]
-    task: str | None = None
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
 #: Detached task modules kept for reuse (`ContinualModel.remove_task`): one confirmation round's worth.
@@ -395,18 +385,3 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
         return hidden[:, 0]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
-def to_prediction(spec: TaskSpec, logits: torch.Tensor, task: str) -> Prediction:
-    """One row's logits as a label with probabilities (softmax), or the regression value: the one
-    conversion `predict` and the HTTP server (serve/) share, so both answer alike."""
-    if spec.head == "regression":
-        return Prediction(label=float(logits[0]), score=float(logits[0]), probabilities={}, task=task)
-    probs = logits.softmax(-1)
-    best = int(probs.argmax())
-    return Prediction(
-        label=spec.labels[best],
-        score=float(probs[best]),
-        task=task,
-        probabilities={label: float(p) for label, p in zip(spec.labels, probs, strict=True)},
-    )

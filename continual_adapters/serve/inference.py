@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from continual_adapters.core.errors import ConfigError, RequestError
-from continual_adapters.core.model import Prediction, to_prediction
+from continual_adapters.core.prediction import Prediction, to_prediction
 from continual_adapters.stream.serving import precision_context
 from continual_adapters.stream.taskid import base_features
 from continual_adapters.training.probe import PROBE_WIDTH_MULTIPLE

@@ -28,7 +28,7 @@ from continual_adapters.core.errors import DataError, TaskNotFoundError
 from continual_adapters.stream.confirm import TASKS_PER_ROUND, rounds
 
 if TYPE_CHECKING:
-    from continual_adapters.core.model import Prediction
+    from continual_adapters.core.prediction import Prediction
     from continual_adapters.registry import BundleRecord, Registry
     from continual_adapters.stream.runner import Runner
 

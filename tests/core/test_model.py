@@ -125,7 +125,7 @@ def test_mixed_batch_equals_per_task_runs_in_row_order():
 
 
 def test_predict_with_a_task_per_text_matches_single_task_predict():
-    from continual_adapters.core.model import Prediction
+    from continual_adapters.core.prediction import Prediction
 
     class Tokenizer:
         def __call__(self, texts, pairs=None, **kwargs):
