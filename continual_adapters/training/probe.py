@@ -20,7 +20,8 @@ design (measured on CPU with MiniLM in fp32, and by tests/training/test_probe.py
   exactly that width: a batch only holds probes of one width and is never widened;
 * `build_probe` records its logits with `replay`, the very function `check` confirms them with.
 
-Bit identity is demanded only where it can hold: same device type, same precision (on CUDA the
+Bit identity is demanded only where it can hold: same kind of device (type and kernels: `device_kind`),
+same precision (on CUDA the
 evaluation runs under bf16 autocast, like training/loop.py). Across them `check` allows a
 documented tolerance, and such a check is evidence, not a proof.
 """
@@ -39,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from continual_adapters.core.config import validate_task_name
+from continual_adapters.core.config import validate_task_key
 from continual_adapters.core.errors import BundleError, ConfigError, DataError
 from continual_adapters.data import strictjson
 from continual_adapters.files.bundle import read_header
@@ -63,16 +64,14 @@ PROBE_TOKENS = 8
 PROBE_WIDTH_MULTIPLE = PROBE_TOKENS
 PROBE_FORMAT = "cadapt-probe"
 PROBE_FORMAT_VERSION = "1"
-#: The one safetensors metadata key (several keys are written in random order, breaking hashes).
-PROBE_METADATA_KEY = "cadapt"
+PROBE_METADATA_KEY = "cadapt"  # the one metadata key: several are written in random order, breaking hashes
 PRECISIONS = ("float32", "bfloat16")
-#: Largest |difference| `check` accepts, when no tolerance is given, for a probe recorded on
-#: another device type in the same precision (fp32 kernels on CPU and GPU sum in other orders).
+#: Largest |difference| `check` accepts, when no tolerance is given, for a probe recorded on another
+#: kind of device in the same precision (`device_kind`: fp32 kernels of CPU and GPU, or of two CPU
+#: instruction sets, sum in other orders). Older probes name only the type ("cpu"): held to this too.
 CROSS_DEVICE_TOLERANCE = 1e-3
-#: The same when the precisions differ (bf16 autocast on CUDA against fp32). Not measured on CUDA:
-#: bf16 keeps 8 significant bits, compounded over the layers; on CPU, bf16 autocast against fp32
-#: (MiniLM-L6, fresh task) differed by up to 0.29 on logits of 0.4. So a failure across precisions
-#: means "re-evaluate the task", not "the task changed".
+#: The same across precisions (bf16 autocast on CUDA against fp32; on CPU, MiniLM-L6, they differed
+#: by up to 0.29 on logits of 0.4): a failure here means "re-evaluate the task", not "it changed".
 CROSS_PRECISION_TOLERANCE = 5e-2
 #: Bounds a file must respect before anything is built from it.
 MAX_PROBE_ROWS = 256
@@ -87,9 +86,8 @@ _METADATA_FIELDS = {"format", "format_version", "task", "device", "dtype", "pad_
 class Probe:
     """A task's fixed inputs (int64 [n, L], padded) and the float32 [n, C] logits they gave.
 
-    `device` is the device type and `dtype` the precision the recording forward ran in, so that
-    `check` knows whether it may demand bit identity.
-    """
+    `device` (`device_kind`) and `dtype` say where the recording forward ran, so that `check` knows
+    whether it may demand bit identity."""
 
     task: str
     input_ids: torch.Tensor
@@ -113,6 +111,17 @@ class ProbeCheck:
     ok: bool
     max_abs_diff: float
     reason: str
+
+
+def device_kind(device: torch.device) -> str:
+    """Where a probe ran, down to the kernels, since only the same kernels promise the same bits:
+    ``cpu_avx512`` (torch's CPU capability), ``cuda_sm90`` (compute capability), else the type."""
+    if device.type == "cpu":
+        return f"cpu_{torch.backends.cpu.get_cpu_capability().lower()}"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda_sm{major}{minor}"
+    return device.type
 
 
 def precision(model: ContinualModel) -> str:
@@ -168,7 +177,7 @@ def build_probe(
         attention_mask=batch["attention_mask"].to(torch.int64),
         token_type_ids=None if types is None else types.to(torch.int64),
         logits=torch.empty(len(chosen), 0),
-        device=model.device.type,
+        device=device_kind(model.device),
         dtype=precision(model),
         pad_token_id=int(tokenizer.pad_token_id),
     )
@@ -228,15 +237,15 @@ def _batches(probes: Sequence[Probe], tasks_per_batch: int) -> list[list[Probe]]
 def check(model: ContinualModel, probes: Sequence[Probe], tolerance: float = 0.0) -> list[ProbeCheck]:
     """Replays `probes` and compares with their recorded logits, one verdict per probe.
 
-    With `tolerance` 0 (the default) a probe recorded on the live model's device type and
-    precision must match bit for bit (`torch.equal`); one recorded elsewhere may differ by
+    With `tolerance` 0 (the default) a probe recorded on the live model's kind of device
+    (`device_kind`) and precision must match bit for bit (`torch.equal`); one recorded elsewhere may differ by
     `CROSS_DEVICE_TOLERANCE` (same precision) or `CROSS_PRECISION_TOLERANCE` (other precision).
     A positive `tolerance` replaces both: |replayed - recorded| <= tolerance everywhere.
     """
     if not tolerance >= 0:
         raise ConfigError(f"tolerance must be a number >= 0, got {tolerance!r}")
     live = replay(model, probes)
-    device, dtype = model.device.type, precision(model)
+    device, dtype = device_kind(model.device), precision(model)
     verdicts = []
     for probe in probes:
         got, want = live[probe.task], probe.logits
@@ -260,7 +269,7 @@ def check(model: ContinualModel, probes: Sequence[Probe], tolerance: float = 0.0
 def _input_problem(probe: Probe) -> str | None:
     """What makes a probe's inputs unusable, or None: shapes, dtypes, id ranges, masks."""
     try:
-        validate_task_name(probe.task)
+        validate_task_key(probe.task)
     except ConfigError as exc:
         return str(exc)
     ids = probe.input_ids
@@ -300,7 +309,7 @@ def probe_problem(probe: Probe) -> str | None:
     if not bool(torch.isfinite(logits).all()):
         return "logits hold NaN or Inf"
     if not isinstance(probe.device, str) or not _DEVICE.match(probe.device):
-        return f"device {probe.device!r:.40} is not a device type"
+        return f"device {probe.device!r:.40} is not a device kind"
     if probe.dtype not in PRECISIONS:
         return f"dtype {probe.dtype!r:.40} is not one of {', '.join(PRECISIONS)}"
     return None
