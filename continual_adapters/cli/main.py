@@ -1,6 +1,6 @@
 """The `cadapt` group: global options, and the one place that turns a `CadaptError` into `Error: …`.
 
-Commands live in one module per family (tasks, stream, transfer, predict) and stay thin over the
+Commands live in one module per family (tasks, versions, stream, transfer, predict) and stay thin over the
 Python API; what they share (JSON output, opening the registry, quieting libraries) is here.
 """
 
@@ -29,8 +29,31 @@ def emit(data: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def open_registry(ctx: click.Context) -> Registry:
-    return Registry(ctx.obj["url"], ctx.obj["artifacts"])
+def open_registry(ctx: click.Context, upgrade: bool = True) -> Registry:
+    """The registry the global options name. A SQLite registry of an older schema is upgraded on
+    the spot, after a backup copy (`Registry.upgrade_if_older`), and the command says so on
+    stderr; `upgrade=False` is for `cadapt upgrade` itself, which reports what it did."""
+    registry = Registry(ctx.obj["url"], ctx.obj["artifacts"])
+    report = registry.upgrade_if_older() if upgrade else None
+    if report is not None:
+        click.echo(
+            f"Note: upgraded registry {registry.url} from schema {report.from_version} to {report.to_version} "
+            f"(backup: {report.backup})",
+            err=True,
+        )
+    return registry
+
+
+def interactive() -> bool:
+    """Whether a person can answer a question: only then do destructive commands ask one."""
+    return sys.stdin.isatty()
+
+
+def confirm_or_abort(question: str, yes: bool) -> None:
+    """Asks `question` on a terminal unless `yes` (--yes); a "no" aborts the command with exit 1.
+    Scripts and pipes are not asked: they said what to do by running the command."""
+    if not yes and interactive():
+        click.confirm(question, abort=True)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
@@ -49,8 +72,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
     "--artifacts",
     envvar="CADAPT_ARTIFACTS",
     default=None,
-    metavar="DIR",
-    help="Bundle folder for non-SQLite registries [env CADAPT_ARTIFACTS].",
+    metavar="DIR|URL",
+    help="Bundle folder, or bucket URL (s3://bucket/prefix, gs://, az://), for non-SQLite registries "
+    "[env CADAPT_ARTIFACTS].",
 )
 @click.pass_context
 def cli(ctx, url, artifacts):

@@ -1,7 +1,9 @@
 """`cadapt run-scenario`: every method and seed of a task-stream scenario, then the comparison.
 
-Like the other command modules it imports only click and the torch-free configs at module level;
-the runner, the comparison and the plots are imported inside the command.
+Like the other command modules it imports only click and torch-free modules (configs, the executor
+names) at module level; the runner, the comparison and the plots are imported inside the command.
+`--executor ray` runs the method x seed runs as Ray tasks (stream/executors.py); the document is the
+same whichever executor ran them.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import re
 import click
 
 from continual_adapters.cli.main import cli, emit, json_option, quiet_libraries
-from continual_adapters.core.errors import ConfigError
+from continual_adapters.core.errors import ConfigError, UnitsFailedError
 from continual_adapters.registry import Registry
+from continual_adapters.stream.executors import EXECUTORS
 
 
 def _seed_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
@@ -56,6 +59,23 @@ def _seed_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--no-audit", is_flag=True, help="Skip the audit after each method.")
 @click.option("--report-only", is_flag=True, help="Train nothing: audit and compare the tasks already there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default=EXECUTORS[0],
+    show_default=True,
+    help="Where the method x seed runs go: one after another here, or as Ray tasks (the `ray` extra).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="The Ray cluster to join, as ray.init takes it (host:port, ray://host:10001, auto) "
+    "[default: RAY_ADDRESS, else a Ray started here].",
+)
+@click.option("--cpus-per-run", type=float, default=None, help="CPUs Ray reserves for each run [1].")
+@click.option(
+    "--gpus-per-run", type=float, default=None, help="GPUs Ray reserves for each run (fractions share one) [0]."
+)
 @json_option
 @click.pass_context
 def run_scenario_command(
@@ -71,6 +91,10 @@ def run_scenario_command(
     no_audit,
     report_only,
     quiet,
+    executor,
+    address,
+    cpus_per_run,
+    gpus_per_run,
     as_json,
 ):
     """Run a task-stream scenario (every method, every seed) and print the comparison."""
@@ -79,8 +103,10 @@ def run_scenario_command(
 
     from continual_adapters.report.comparison import compare
     from continual_adapters.report.comparison_doc import format_comparison, write_comparison_plots
+    from continual_adapters.stream.executors import make_executor
     from continual_adapters.stream.scenario import load_scenario, run_scenario
 
+    runs_on = make_executor(executor, address, cpus_per_run, gpus_per_run)
     scenario = load_scenario(scenario_file, data_dir)
     if seeds is not None:
         scenario = replace(scenario, seeds=seeds)
@@ -99,21 +125,28 @@ def run_scenario_command(
             "--artifacts / CADAPT_ARTIFACTS names one bundle folder, but run-scenario keeps one "
             "registry per method and seed under --out: name one registry with --registry as well"
         )
-    audits = run_scenario(
-        scenario,
-        out,
-        chosen,
-        device=device,
-        progress=not (quiet or as_json),
-        registry=single_registry,
-        artifacts=artifacts,
-        audit_runs=not no_audit,
-        train=not report_only,
-        log=log,
-    )
+    failed: UnitsFailedError | None = None
+    try:
+        audits = run_scenario(
+            scenario,
+            out,
+            chosen,
+            device=device,
+            progress=not (quiet or as_json),
+            registry=single_registry,
+            artifacts=artifacts,
+            audit_runs=not no_audit,
+            train=not report_only,
+            log=log,
+            executor=runs_on,
+        )
+    except UnitsFailedError as exc:  # the runs that finished are still reported, then the failures
+        audits, failed = exc.audits, exc
     if single_registry:
         from continual_adapters.report.reporting import format_markdown, stream_report
 
+        if failed:  # the one run there is
+            raise failed
         data = stream_report(Registry(single_registry, artifacts))
         data["audit_ok"] = next(iter(audits.values()), None)
         emit(data, as_json, format_markdown(data))
@@ -136,3 +169,5 @@ def run_scenario_command(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     emit({k: v for k, v in data.items()}, as_json, text + f"\n(written to {target})")
+    if failed:
+        raise failed

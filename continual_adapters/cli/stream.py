@@ -140,6 +140,11 @@ def _data_spec(data, train, validation, test, dataset, subset, data_dir, **overr
     "re-score them on their data, or not at all (recorded as skipped).",
 )
 @click.option("--skip-reeval", is_flag=True, hidden=True, help="Old spelling of --reeval none.")
+@click.option(
+    "--new-version",
+    is_flag=True,
+    help="NAME exists: train its next version beside it (NAME@2, ...), current once `cadapt promote`d.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 @click.pass_context
@@ -182,6 +187,7 @@ def add_task(
     encoder,
     reeval,
     skip_reeval,
+    new_version,
     quiet,
     as_json,
 ):
@@ -245,12 +251,16 @@ def add_task(
         method=method,
         reeval="none" if skip_reeval else reeval,
         options=options,
+        new_version=new_version,
     )
     if result is None:
         return
     counts = result.param_counts
-    lines = [
-        f"task {name} ready at position {result.task.position}",
+    lines = [f"task {result.task.name} ready at position {result.task.position}"]
+    if result.task.version > 1:
+        promote = f"`cadapt promote {result.task.ref}`"
+        lines.append(f"  version {result.task.version} of {name}; a bare {name} serves it once {promote}")
+    lines += [
         f"  {result.eval_split}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items()),
         f"  parameters added: {counts['total']:,} ({100 * counts['total'] / counts['base']:.2f}% of the base)",
         f"  bundle sha256: {result.bundle_sha256}",
@@ -285,7 +295,9 @@ def add_task(
 @json_option
 @click.pass_context
 def audit_command(ctx, tolerance, device, probe_only, as_json):
-    """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed."""
+    """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed.
+
+    The outcome is recorded in the registry as its latest audit (what `cadapt serve`'s dashboard shows)."""
     from continual_adapters.stream.audit import audit
     from continual_adapters.stream.runner import Runner
 
@@ -307,6 +319,12 @@ def audit_command(ctx, tolerance, device, probe_only, as_json):
             lines.append(f"HOLE    accuracy-matrix entry of {where} not filled: {hole.reason}")
     mode = "exact" if tolerance == 0 else f"tolerance {tolerance}"
     mode += ", probes only" if probe_only else ""
+    record = report.record
+    if not record.get("recorded", True):
+        lines.append(f"NOTE    not recorded in the registry as its latest audit: {record.get('reason')}")
+    lines += [
+        f"NOTE    {name}: not recorded in the registry ({why})" for name, why in record.get("left_out", {}).items()
+    ]
     lines.append(f"audit {'passed' if report.ok else 'FAILED'} ({len(report.tasks)} tasks, {mode})")
     emit(report.to_dict(), as_json, "\n".join(lines))
     if not report.ok:

@@ -1,4 +1,5 @@
-"""Commands over the registry's records: init, tasks, show, remove, fsck."""
+"""Commands over the registry's records: init, tasks, show, remove, fsck (versions.py: a task's
+versions, promotion, aliases, restore, gc, upgrade)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import click
 
-from continual_adapters.cli.main import cli, emit, json_option, open_registry
+from continual_adapters.cli.main import cli, confirm_or_abort, emit, json_option, open_registry
+from continual_adapters.core.versions import split_key
 
 
 @cli.command()
@@ -16,7 +18,7 @@ def init(ctx):
     """Create the registry (idempotent)."""
     registry = open_registry(ctx)
     registry.init()
-    click.echo(f"registry ready: {registry.url} (bundles in {registry.root})")
+    click.echo(f"registry ready: {registry.url} (bundles in {registry.store.url})")
 
 
 @cli.command()
@@ -27,12 +29,16 @@ def tasks(ctx, as_json, show_all):
     """List tasks in stream order."""
     registry = open_registry(ctx)
     rows = []
+    current = {t.name for t in registry.current_tasks()}
     # One table query instead of a bundle and an evaluations read per task: a long stream lists fast.
     for task in registry.task_table(include_retired=show_all, include_pending=show_all):
         ready = task.status == "ready"
         row: dict[str, Any] = {
             "position": task.position,
             "name": task.name,
+            "version": split_key(task.name)[1],
+            # A bare name serves this version: one per task, the others stored beside it.
+            "current": task.name in current,
             "status": task.status,
             "method": task.method,
             "labels": task.num_labels,
@@ -47,10 +53,13 @@ def tasks(ctx, as_json, show_all):
     lines = [f"{'#':>3}  {'task':<24} {'status':<8} {'method':<9} {'metric':<9} {'value':>7} {'params':>10}"]
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
+        shown = r["name"] + (" *" if r["current"] and r["version"] > 1 else "")
         lines.append(
-            f"{r['position'] or '-':>3}  {r['name']:<24} {r['status']:<8} {r['method']:<9} "
+            f"{r['position'] or '-':>3}  {shown:<24} {r['status']:<8} {r['method']:<9} "
             f"{r['metric']:<9} {value:>7} {r['params'] or '':>10}"
         )
+    if any(r["version"] > 1 for r in rows):
+        lines.append("(* current version of a task with several; `cadapt versions` lists them all)")
     emit(rows, as_json, "\n".join(lines) if rows else "no tasks yet: add one with `cadapt add-task`")
 
 
@@ -59,7 +68,8 @@ def tasks(ctx, as_json, show_all):
 @json_option
 @click.pass_context
 def show(ctx, task, as_json):
-    """A task's bundle, parameters, metrics history and the unchanged-hash proof."""
+    """A task version's bundle, parameters, metrics history and the unchanged-hash proof (TASK is a
+    name, its current version, or name@VERSION or name@ALIAS)."""
     from continual_adapters.report.reporting import format_task_details, task_details
 
     details = task_details(open_registry(ctx), task)
@@ -68,11 +78,25 @@ def show(ctx, task, as_json):
 
 @cli.command()
 @click.argument("task")
+@click.option("--purge", is_flag=True, help="Delete its bundle and probe for good (exact unlearning).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@json_option
 @click.pass_context
-def remove(ctx, task):
-    """Retire a task: its row is kept as retired, its bundle and artifact files are deleted."""
-    record = open_registry(ctx).remove_task(task)
-    click.echo(f"retired {record.name}")
+def remove(ctx, task, purge, yes, as_json):
+    """Retire a task version (TASK: its current one, or name@VERSION): no longer served, its files
+    kept until `cadapt gc` and restorable with `cadapt restore`; --purge deletes them now."""
+    registry = open_registry(ctx)
+    target = registry.resolve(task)
+    question = "Delete the bundle and probe of {} for good?" if purge else "Retire {} (restorable until gc)?"
+    confirm_or_abort(question.format(target.ref), yes)
+    record = registry.remove_task(target.ref, purge=purge)
+    emit(
+        {"task": record.family, "key": record.name, "version": record.version, "status": record.status}
+        | {"purged": purge},
+        as_json,
+        f"{'purged' if purge else 'retired'} {record.ref}"
+        + ("" if purge else f"; `cadapt restore {record.ref}` brings it back"),
+    )
 
 
 @cli.command()
@@ -89,6 +113,7 @@ def fsck(ctx, repair, as_json):
         "missing_files": report.missing_files,
         "checksum_mismatches": report.checksum_mismatches,
         "signature_mismatches": report.signature_mismatches,
+        "retired_files": report.retired_files,
         "repaired": report.repaired,
     }
     text = "\n".join(

@@ -27,17 +27,20 @@ from continual_adapters.cli.main import cli, emit, json_option, open_registry
 @json_option
 @click.pass_context
 def export_command(ctx, task, output, fmt, as_json):
-    """Write a task (bundle, config, metrics, provenance) for another registry or for AdapterHub."""
+    """Write a task version (TASK: its current one, or name@VERSION / name@ALIAS) with its bundle,
+    config, metrics and provenance, for another registry or for AdapterHub."""
+    registry = open_registry(ctx)
+    task = registry.resolve(task).name
     if fmt == "adapterhub":
         from continual_adapters.transfer.adapterhub import export_adapterhub
 
-        hub = export_adapterhub(open_registry(ctx), task, output or f"{task}-adapterhub")
+        hub = export_adapterhub(registry, task, output or f"{task}-adapterhub")
         notes = [f"  note: {n}" for n in hub.notes]
         emit(hub.to_dict(), as_json, "\n".join([f"exported {task} to {hub.path} (AdapterHub layout)", *notes]))
         return
     from continual_adapters.transfer.archive import export_task
 
-    result = export_task(open_registry(ctx), task, output or f"{task}.cadapt.tar")
+    result = export_task(registry, task, output or f"{task}.cadapt.tar")
     text = f"exported {task} to {result.path} ({result.size_bytes:,} bytes, sha256 {result.sha256})"
     emit(result.to_dict(), as_json, text)
 

@@ -90,6 +90,27 @@ def validate_task_name(name: str) -> str:
     return name
 
 
+#: Separates a task's name from a version or alias: `sst2@2`, `sst2@production` (core/versions.py).
+VERSION_SEPARATOR = "@"
+
+
+def version_key(name: str, version: int) -> str:
+    """The key a version of task `name` is stored, attached and filed under: the bare name for
+    version 1, so every task registered before versions existed keeps its key, bundle and module
+    names; `name@N` for a later one, the same spelling that addresses it on the command line."""
+    return name if version == 1 else f"{name}{VERSION_SEPARATOR}{version}"
+
+
+def validate_task_key(key: str) -> str:
+    """A task name or the key of one of its later versions (`name@N`, N >= 2, as `version_key`
+    writes it): what a bundle, a probe and the model's modules are named by."""
+    name, separator, version = key.partition(VERSION_SEPARATOR) if isinstance(key, str) else (key, "", "")
+    validate_task_name(name)
+    if separator and not (version.isdigit() and version[0] != "0" and version.isascii() and int(version) >= 2):
+        raise ConfigError(f"invalid task version key {key!r}: a later version is written name@N with N >= 2")
+    return key
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     """Houlsby bottleneck settings.
@@ -145,7 +166,7 @@ class TaskSpec:
     lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
-        validate_task_name(self.name)
+        validate_task_key(self.name)
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if (self.method in LORA_METHODS) != (self.lora is not None):

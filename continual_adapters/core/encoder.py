@@ -8,6 +8,8 @@ is downloaded at run time; any other name is a local path or a Hugging Face hub 
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from continual_adapters.core.errors import CadaptError
@@ -50,3 +52,28 @@ def load_encoder(name: str, revision: str | None = None) -> tuple[PreTrainedMode
             )
         raise CadaptError(f"cannot load encoder {name!r}: {exc}{hint}") from None
     return encoder, tokenizer
+
+
+def save_tiny_encoder(folder: str | os.PathLike[str], seed: int = 0) -> str:
+    """A tiny random BERT (2 layers, hidden size 32, 128 positions) with the default encoder's
+    tokenizer, saved in `folder` like a hub checkpoint (kept if one is there already); returns the
+    folder, to pass as `--encoder`. Training, the registry and serving then run end to end in
+    seconds: the test suite's encoder and `bench/serve.py --quick`'s. Its outputs mean nothing."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    target = Path(folder)
+    if not (target / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
+        torch.manual_seed(seed)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        BertModel(config).save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    return str(target)

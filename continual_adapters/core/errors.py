@@ -60,12 +60,53 @@ class OverloadedError(CadaptError):
     answer to retry on instead of latency that grows without end."""
 
 
+class MissingExtraError(CadaptError):
+    """A feature needs an optional extra that is not installed. Raised where the feature is first
+    used, not at import, so that everything else works without it; the message is the pip command."""
+
+
+class UnitsFailedError(CadaptError):
+    """Some independent runs of a scenario failed while the others finished (an executor that runs
+    them in parallel lets every run end rather than stopping at the first error). `failures` maps
+    each failed run's name to its error; `audits` holds the audit verdicts of the runs that ended,
+    so a caller can still compare what finished before it reports the failures."""
+
+    def __init__(self, failures: dict[str, str], audits: dict[tuple[str, int], bool], total: int) -> None:
+        listed = "; ".join(f"[{name}] {error}" for name, error in failures.items())
+        super().__init__(f"{len(failures)} of {total} scenario run(s) failed: {listed}")
+        self.failures, self.audits, self.total = failures, audits, total
+
+
 class RegistryError(CadaptError):
     """The registry cannot be opened or written (schema version, bad URL, bad state)."""
 
 
 class SchemaVersionError(RegistryError):
     """The database was written by a newer or older schema than this code knows."""
+
+
+class UnknownVersionError(TaskNotFoundError):
+    """The task exists, but not the version or alias a reference asked for (`sst2@7`, `sst2@prod`)."""
+
+
+class LifecycleError(RegistryError):
+    """A task version is not in the state an operation on it needs: what a refused promote, alias,
+    remove, restore or serve raises, through one of the subclasses that say which state it was in."""
+
+
+class VersionNotReadyError(LifecycleError):
+    """The version never finished registering (pending or failed): nothing of it may be served,
+    promoted or aliased."""
+
+
+class VersionRetiredError(LifecycleError):
+    """The version is retired: kept on disk until `cadapt gc` or restored with `cadapt restore`,
+    but not served, promoted or aliased meanwhile."""
+
+
+class VersionPurgedError(LifecycleError):
+    """The version's bundle and probe were deleted for good (`remove --purge`, `gc`, or a removal
+    before retention existed): it can no longer be restored."""
 
 
 class StorageError(CadaptError):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from continual_adapters.core.config import ADAPTER_METHODS, LORA_METHODS, TaskSpec
+from continual_adapters.core.config import ADAPTER_METHODS, LORA_METHODS, AdapterConfig, TaskSpec
 from continual_adapters.core.encoder import DEFAULT_ENCODER, load_encoder
 from continual_adapters.core.errors import ConfigError, TaskExistsError, TaskNotFoundError
 from continual_adapters.core.inject import Router, inject
@@ -82,9 +82,11 @@ class ParamCounts:
 MAX_SPARES = 16
 
 
-def spare_key(spec: TaskSpec) -> TaskSpec:
-    """What decides a task's module shapes and forward: its spec without its name and label names."""
-    return replace(spec, name="spare", labels=tuple(str(i) for i in range(len(spec.labels))))
+def spare_key(spec: TaskSpec) -> tuple[AdapterConfig, str]:
+    """What decides the shapes of a task's adapters and LayerNorms: the head is refitted on reuse
+    (`TaskModules.reuse_for`), so tasks with different label counts share spares. Confirming a
+    stream of datasets with 2, 3, 6 or 14 labels would otherwise build most rounds' modules anew."""
+    return spec.adapter, spec.method
 
 
 def tensor_digest(named: Sequence[tuple[str, torch.Tensor]]) -> str:
@@ -113,7 +115,8 @@ class ContinualModel(nn.Module):
         self.num_layers = len(self._base_norms) // 2
         self.architecture = encoder.config.model_type
         self.tasks = nn.ModuleDict()
-        self._spares: dict[TaskSpec, list[TaskModules]] = {}  # plain dict: spares are not part of the model
+        # A plain dict, not a ModuleDict: spares are not part of the model.
+        self._spares: dict[tuple[AdapterConfig, str], list[TaskModules]] = {}
         self._takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         self._base_sha256: str | None = None
 
@@ -162,8 +165,7 @@ class ContinualModel(nn.Module):
         if initialise:
             modules = TaskModules(spec, self.hidden_size, self._base_norms).to(self.device)
         elif spares and next(spares[-1].parameters()).device == self.device:
-            modules = spares.pop()
-            modules.spec = spec
+            modules = spares.pop().reuse_for(spec)
         else:
             with torch.device("meta"):
                 modules = TaskModules(spec, self.hidden_size, self._base_norms)

@@ -39,6 +39,17 @@ class TaskModules(nn.Module):
         for param in self.parameters():
             param.requires_grad_(True)
 
+    def reuse_for(self, spec: TaskSpec) -> TaskModules:
+        """These modules, renamed to `spec`, for a caller that loads every tensor next: the adapters
+        and LayerNorms are kept (same shapes), the head only when its output size and dropout fit."""
+        head = self.head.out
+        if head.out_features != spec.num_outputs or self.head.dropout.p != spec.head_dropout:
+            with torch.device("meta"):
+                fresh = Head(head.in_features, spec)
+            self.head = fresh.to_empty(device=head.weight.device)
+        self.spec = spec
+        return self
+
 
 def count_parameters(module: nn.Module) -> int:
     """Every parameter of `module`, trainable or not: what storing it costs."""

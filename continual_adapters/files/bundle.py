@@ -34,6 +34,7 @@ from continual_adapters.core.config import TaskSpec
 from continual_adapters.core.errors import BundleError, ConfigError, IntegrityError, StorageError, TaskExistsError
 from continual_adapters.data import strictjson
 from continual_adapters.files.atomic import atomic_write, sha256_bytes
+from continual_adapters.files.storage import ArtifactStore, Readable
 
 FORMAT = "cadapt-bundle"
 FORMAT_VERSION = "1"
@@ -239,11 +240,14 @@ def _config_from(metadata, source: str) -> dict:
 def parse_bundle(data: bytes, source: str = "bundle") -> tuple[dict, dict[str, torch.Tensor]]:
     """Returns (config, tensors) after validating the container and its metadata."""
     config, _ = parse_header(data, source)
+    return config, _tensors(data, source)
+
+
+def _tensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
     try:
-        tensors = st_load(data)
+        return st_load(data)
     except (SafetensorError, ValueError) as exc:
         raise BundleError(f"{source}: not a valid safetensors file ({exc})") from None
-    return config, tensors
 
 
 def _check_size_against_model(model, spec: TaskSpec, entries: dict[str, dict], source: str) -> None:
@@ -313,43 +317,78 @@ def load_task(
 
     Memory stays bounded by what the model itself implies: the header (at most 1 MiB) is read and
     checked against the model first, and the tensor data only once its exact size is known."""
-    source = str(path)
     handle, size = _open_regular(Path(path))
     with handle:
-        head = _read_head(handle, size, source)
-        config, entries = parse_header(head, source, size)
-        spec = TaskSpec.from_dict(config["task"])
-        if (
-            config.get("architecture") != model.architecture
-            or config.get("hidden_size") != model.hidden_size
-            or config.get("num_layers") != model.num_layers
-        ):
-            raise BundleError(
-                f"{source}: built for {config.get('architecture')!r:.40} "
-                f"(hidden {config.get('hidden_size')!r:.20}, {config.get('num_layers')!r:.20} layers), "
-                f"this model is {model.architecture} (hidden {model.hidden_size}, "
-                f"{model.num_layers} layers)"
-            )
-        if not allow_base_mismatch and config.get("base_sha256") != model.base_sha256():
-            raise IntegrityError(
-                f"{source}: trained on base weights {config.get('base_sha256')!r:.80}, "
-                f"this model's are {model.base_sha256()}"
-            )
-        if spec.name in model.tasks:
-            raise TaskExistsError(f"{source}: task {spec.name!r} is already attached to this model")
-        _check_size_against_model(model, spec, entries, source)
-        try:
-            modules = model.add_task(spec, initialise=False)  # every tensor is loaded below
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise BundleError(f"{source}: its task config cannot build modules ({exc})") from None
-        try:
-            _check_entries_against(modules.state_dict(), entries, source)
-            data = head + _read_exactly(handle, size - len(head), source, "the tensor data")
-            _check_sha256(data, expected_sha256, source)
-            _, tensors = parse_bundle(data, source)
-            check_tensors(modules.state_dict(), tensors, source, finite=expected_sha256 is None)
-            modules.load_state_dict(tensors, strict=True)
-        except BaseException:
-            model.remove_task(spec.name)
-            raise
+        return load_task_from(model, handle, size, str(path), expected_sha256, allow_base_mismatch)
+
+
+def load_stored_task(model, store: ArtifactStore, rel: str, expected_sha256: str | None = None) -> TaskSpec:
+    """`load_task` for the bundle at `rel` in an artifact store: a local one's file by its checked
+    path, exactly as `load_task` reads any file; a remote one's object through the store's reads."""
+    path = store.local_path(rel)
+    if path is not None:
+        return load_task(model, path, expected_sha256)
+    store.check(rel)
+    source = store.location(rel)
+    try:
+        with store.open(rel) as (handle, size):
+            return load_task_from(model, handle, size, source, expected_sha256)
+    except FileNotFoundError:
+        raise BundleError(f"{source}: no such bundle file") from None
+    except OSError as exc:
+        raise BundleError(f"{source}: cannot read the bundle ({exc})") from None
+
+
+def load_task_from(
+    model,
+    handle: Readable,
+    size: int,
+    source: str,
+    expected_sha256: str | None = None,
+    allow_base_mismatch: bool = False,
+) -> TaskSpec:
+    """`load_task` on a file already opened (`size` bytes, named `source` in messages)."""
+    if size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{source}: {size} bytes is larger than any bundle ({MAX_BUNDLE_BYTES})")
+    head = _read_head(handle, size, source)
+    config, entries = parse_header(head, source, size)
+    spec = TaskSpec.from_dict(config["task"])
+    if (
+        config.get("architecture") != model.architecture
+        or config.get("hidden_size") != model.hidden_size
+        or config.get("num_layers") != model.num_layers
+    ):
+        raise BundleError(
+            f"{source}: built for {config.get('architecture')!r:.40} "
+            f"(hidden {config.get('hidden_size')!r:.20}, {config.get('num_layers')!r:.20} layers), "
+            f"this model is {model.architecture} (hidden {model.hidden_size}, "
+            f"{model.num_layers} layers)"
+        )
+    if not allow_base_mismatch and config.get("base_sha256") != model.base_sha256():
+        raise IntegrityError(
+            f"{source}: trained on base weights {config.get('base_sha256')!r:.80}, "
+            f"this model's are {model.base_sha256()}"
+        )
+    if spec.name in model.tasks:
+        raise TaskExistsError(f"{source}: task {spec.name!r} is already attached to this model")
+    _check_size_against_model(model, spec, entries, source)
+    try:
+        modules = model.add_task(spec, initialise=False)  # every tensor is loaded below
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise BundleError(f"{source}: its task config cannot build modules ({exc})") from None
+    try:
+        targets = modules.state_dict()
+        _check_entries_against(targets, entries, source)
+        data = head + _read_exactly(handle, size - len(head), source, "the tensor data")
+        _check_sha256(data, expected_sha256, source)
+        tensors = _tensors(data, source)  # the header was parsed and checked above
+        check_tensors(targets, tensors, source, finite=expected_sha256 is None)
+        # Keys, shapes and dtypes match exactly (checked above), so a plain copy into the
+        # parameters' storage does what load_state_dict would, without its per-module walk.
+        with torch.no_grad():
+            for key, target in targets.items():
+                target.copy_(tensors[key])
+    except BaseException:
+        model.remove_task(spec.name)
+        raise
     return spec

@@ -51,9 +51,9 @@ class RegistryChecks(RegistryQueries):
             signature_problem = None if key is None else _signature_problem(s, task, key)
         if signature_problem is not None:
             raise IntegrityError(signature_problem)
-        problem = file_problem(self.root, record.path, record.sha256, record.size_bytes)
+        problem = file_problem(self.store, record.path, record.sha256, record.size_bytes)
         if problem is not None:
-            raise IntegrityError(f"bundle of task {name!r} at {self.root / record.path}: {problem[1]}")
+            raise IntegrityError(f"bundle of task {name!r} at {self.store.location(record.path)}: {problem[1]}")
         return record
 
     def bundles(self, names: Sequence[str], check_signatures: bool = True) -> dict[str, BundleRecord]:
@@ -84,12 +84,14 @@ class RegistryChecks(RegistryQueries):
         Orphans are removed under the write lock, so an ``add_artifact`` cannot commit a row for a
         file between the check and the unlink (it finds the file gone and fails instead).
 
-        A ready task's bundle problem is reported by task name, an artifact's as "task:kind"."""
-        entries = task_entries(self.root)
+        A ready task's bundle problem is reported by task name, an artifact's as "task:kind"; a retired
+        version's files are checked the same way (restoring it would serve them) and listed apart."""
+        entries = task_entries(self.store)
         host, now, key = socket.gethostname(), utc_now(), signing.registry_key()
         missing: list[str] = []
         mismatched: list[str] = []
         unsigned: list[str] = []
+        retired: list[str] = []
         with self._session(write=repair) as s:
             pending = s.scalars(select(TaskRow).where(TaskRow.status == "pending").order_by(TaskRow.name)).all()
             dead = [
@@ -106,19 +108,23 @@ class RegistryChecks(RegistryQueries):
             for task, b in ready:
                 if key is not None and _signature_problem(s, task, key) is not None:
                     unsigned.append(task.name)
-                if task.status != "ready":
-                    continue
-                problem = ("missing", "") if b is None else file_problem(self.root, b.path, b.sha256, b.size_bytes)
+                if task.status != "ready" and b is None:
+                    continue  # purged: nothing of it is kept
+                if task.status == "retired":
+                    retired.append(b.path)
+                problem = ("missing", "") if b is None else file_problem(self.store, b.path, b.sha256, b.size_bytes)
                 if problem is not None:
                     (missing if problem[0] == "missing" else mismatched).append(task.name)
             artifacts = s.execute(
-                select(TaskRow.name, ArtifactRow)
+                select(TaskRow.name, TaskRow.status, ArtifactRow)
                 .join(TaskRow, TaskRow.id == ArtifactRow.task_id)
-                # A retired task has no artifact rows (remove_task deletes them); only ready ones are checked.
-                .where(TaskRow.status == "ready")
+                # A purged task has no artifact rows; a retired one keeps them with its bundle.
+                .where(TaskRow.status.in_(("ready", "retired")))
             ).all()
-            for name, a in artifacts:
-                problem = file_problem(self.root, a.path, a.sha256, a.size_bytes)
+            for name, status, a in artifacts:
+                if status == "retired":
+                    retired.append(a.path)
+                problem = file_problem(self.store, a.path, a.sha256, a.size_bytes)
                 if problem is not None:
                     (missing if problem[0] == "missing" else mismatched).append(f"{name}:{a.kind}")
             for t in dead if repair else []:
@@ -127,7 +133,7 @@ class RegistryChecks(RegistryQueries):
                 e for e in entries if e not in referenced and not any(owned_by(e.rsplit("/", 1)[1], n) for n in live)
             ]
             for rel in orphans if repair else []:
-                remove_entry(self.root, rel)
+                remove_entry(self.store, rel)
         return FsckReport(
             orphans,
             [t.name for t in dead],
@@ -135,4 +141,5 @@ class RegistryChecks(RegistryQueries):
             sorted(mismatched),
             repaired=repair,
             signature_mismatches=unsigned,
+            retired_files=sorted(retired),
         )

@@ -286,6 +286,6 @@ class RegistryQueries(RegistryDatabase):
                     key=lambda a: (a["task"], a["kind"]),
                 ),
             }
-        content["files"] = list_files(self.root)
+        content["files"] = list_files(self.store)
         normalised: dict[str, Any] = json.loads(json.dumps(content, sort_keys=True, default=datetime.isoformat))
         return normalised

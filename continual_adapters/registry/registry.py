@@ -4,8 +4,10 @@ The registry is a database (SQLite by default, PostgreSQL for shared setups) bec
 training processes may add tasks to one stream at once: a task's position, its bundle row and
 its evaluation rows must land together or not at all. Bundle bytes live in files under the
 artifact root; rows only point at them by relative path and sha256. Writers are serialised by
-one lock (engine.py). This module holds the writers; `Registry` inherits the connection and
-schema handling (database.py), the read-side queries (queries.py) and the checks (fsck.py).
+one lock (engine.py). This module holds the writers that add tasks; `Registry` inherits the
+connection and schema handling (database.py), the read-side queries (queries.py), the checks
+(fsck.py), artifacts (task_artifacts.py), versions, promotions and aliases (versions.py) and
+retirement, restoring and purging (retention.py).
 
 Adding a task is a three-step protocol, so a crash anywhere leaves only things fsck can find:
 ``begin_task`` (a ``pending`` row owned by this pid/host) -> ``write_file`` and ``write_artifact``
@@ -35,11 +37,23 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from continual_adapters.core.config import HEADS, validate_task_name
-from continual_adapters.core.errors import ConfigError, IntegrityError, RegistryError, TaskExistsError
+from continual_adapters.core.config import HEADS, validate_task_key
+from continual_adapters.core.errors import (
+    ConfigError,
+    IntegrityError,
+    RegistryError,
+    TaskExistsError,
+    TaskNotFoundError,
+)
+from continual_adapters.core.versions import split_key
 from continual_adapters.files.atomic import is_sha256
 from continual_adapters.registry import signing
-from continual_adapters.registry.artifacts import file_problem, remove_unreferenced, write_bundle_file, write_task_file
+from continual_adapters.registry.artifacts import (
+    file_problem,
+    remove_unreferenced,
+    write_bundle_file,
+    write_task_file,
+)
 from continual_adapters.registry.database import resolve_url
 from continual_adapters.registry.records import (
     ArtifactDraft,
@@ -52,6 +66,7 @@ from continual_adapters.registry.records import (
     TaskRecord,
     to_record,
 )
+from continual_adapters.registry.retention import RegistryRetention
 from continual_adapters.registry.schema import (
     CONFIRMATIONS,
     EVAL_KINDS,
@@ -63,7 +78,7 @@ from continual_adapters.registry.schema import (
     TaskRow,
     utc_now,
 )
-from continual_adapters.registry.task_artifacts import RegistryArtifacts, artifact_folder
+from continual_adapters.registry.task_artifacts import artifact_folder
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -109,7 +124,7 @@ def _task_rows(s: Session, ids: set[int]) -> list[TaskRow]:
     return list(s.scalars(select(TaskRow).where(TaskRow.id.in_(ids)).order_by(TaskRow.id)))
 
 
-class Registry(RegistryArtifacts):
+class Registry(RegistryRetention):
     """One registry database plus its artifact folder; every method is one short transaction."""
 
     # -- base model ----------------------------------------------------------------------------
@@ -159,7 +174,7 @@ class Registry(RegistryArtifacts):
         primary_metric: str,
         data: dict[str, Any],
     ) -> TaskRecord:
-        validate_task_name(name)
+        validate_task_key(name)
         if head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         if not all(isinstance(label, str) for label in labels):
@@ -183,6 +198,7 @@ class Registry(RegistryArtifacts):
                     else ""
                 )
                 raise TaskExistsError(f"task {name!r} already exists (status {old.status}){hint}")
+            self._check_next_version(s, name)
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -201,22 +217,38 @@ class Registry(RegistryArtifacts):
                 owner_host=socket.gethostname(),
                 created_at=now,
                 updated_at=now,
+                family=split_key(name)[0],
+                version=split_key(name)[1],
             )
             s.add(row)
             s.flush()
             return to_record(TaskRecord, row)
 
+    @staticmethod
+    def _check_next_version(s: Session, key: str) -> None:
+        """A later version (key ``name@N``) is begun only as the next one of a task that exists: its
+        number is decided under the write lock, so two processes retraining one task at once get
+        versions N and N+1, or one of them this TaskExistsError, never two version Ns."""
+        family, version = split_key(key)
+        if version == 1:
+            return
+        held = s.scalar(select(func.max(TaskRow.version)).where(TaskRow.family == family, TaskRow.status != "failed"))
+        if held is None:
+            raise TaskNotFoundError(f"task {family!r} does not exist: version {version} needs a version 1 to follow")
+        if version != held + 1:
+            raise TaskExistsError(f"task {family!r} has versions up to {held}; the next is {held + 1}, not {version}")
+
     def write_file(self, name: str, data: bytes) -> tuple[str, str, int]:
         """Temp file + fsync + rename: a reader sees either no file or the whole file, never a torn one.
         An OSError (disk full, I/O error) becomes RegistryError after the temp file is removed."""
-        validate_task_name(name)
-        return write_bundle_file(self.root, name, data, _crash_point)
+        validate_task_key(name)
+        return write_bundle_file(self.store, name, data, _crash_point)
 
     def write_artifact(self, name: str, kind: str, data: bytes) -> ArtifactDraft:
         """``write_file`` for a task's artifact of ``kind``, into that kind's folder; record it with
         ``finish_task(..., artifacts=[draft])`` or, for a ready task, ``add_artifact``."""
-        validate_task_name(name)
-        rel, sha256, size = write_task_file(self.root, artifact_folder(kind), name, data, _crash_point, kind)
+        validate_task_key(name)
+        rel, sha256, size = write_task_file(self.store, artifact_folder(kind), name, data, _crash_point, kind)
         return ArtifactDraft(kind, rel, sha256, size)
 
     def _draft_task_ids(self, s: Session, evaluations: list[EvaluationDraft], finishing: str | None) -> dict[str, int]:
@@ -278,7 +310,7 @@ class Registry(RegistryArtifacts):
             expected = f"bundles/{name}-{bundle.sha256[:16]}.safetensors"
             if bundle.path != expected:
                 raise IntegrityError(f"bundle of task {name!r} is {bundle.path}, not {expected} as write_file names it")
-            problem = file_problem(self.root, bundle.path, bundle.sha256, bundle.size_bytes)
+            problem = file_problem(self.store, bundle.path, bundle.sha256, bundle.size_bytes)
             if problem is not None:
                 raise IntegrityError(f"bundle of task {name!r} at {bundle.path}: {problem[1]}")
             ids = self._draft_task_ids(s, evaluations, finishing=name)
@@ -321,7 +353,7 @@ class Registry(RegistryArtifacts):
             s.delete(task)
             s.flush()
             referenced = set(s.scalars(select(BundleRow.path))) | set(s.scalars(select(ArtifactRow.path)))
-        remove_unreferenced(self.root, name, referenced)
+        remove_unreferenced(self.store, name, referenced)
 
     def add_evaluations(self, evaluations: list[EvaluationDraft], after_tasks: int) -> list[EvaluationRecord]:
         """Re-running an audit of the same stream state overwrites it, so the latest check is what is kept."""
@@ -359,24 +391,3 @@ class Registry(RegistryArtifacts):
             ).all()
             self._resign(s, list(tasks))
             return [t.name for t in tasks]
-
-    # -- removing ------------------------------------------------------------------------------
-
-    def remove_task(self, name: str) -> TaskRecord:
-        """Retired, not deleted: its evaluations are history the accuracy matrix still needs. Its
-        bundle and artifacts go, rows first and files after the commit."""
-        with self._write() as s:
-            task = self._task_row(s, name)
-            if task.status != "ready":
-                raise RegistryError(f"task {name!r} is {task.status}; only ready tasks can be removed")
-            bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
-            paths = self._delete_artifacts(s, task) + ([] if bundle is None else [bundle.path])
-            if bundle is not None:
-                s.delete(bundle)
-            task.status, task.updated_at = "retired", utc_now()
-            self._resign(s, [task])
-            s.flush()
-            record = to_record(TaskRecord, task)
-        for rel in paths:
-            self._safe_path(rel).unlink(missing_ok=True)
-        return record

@@ -1,12 +1,12 @@
 """SQLAlchemy tables of the registry database, kept apart from the Registry logic that uses them.
 
 The table layout is the on-disk contract behind ``SCHEMA_VERSION``: changing anything here means
-bumping that version and adding the step from the previous one to ``MIGRATIONS``, so it lives in
-one file that is easy to review on its own. The ``*Row`` classes are public only so the
-registry's own modules can share them; code outside the registry works with records.py.
+bumping that version and adding an alembic revision that takes the previous one there
+(migrations/versions/), so it lives in one file that is easy to review on its own. The ``*Row``
+classes are public only so the registry's own modules can share them; code outside the registry
+works with records.py.
 """
 
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,10 +19,9 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
-    inspect,
     text,
 )
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -40,39 +39,10 @@ CONFIRMATIONS = ("full", "probe")
 ARTIFACT_FOLDERS: dict[str, str] = {"probe": "probes", "centroids": "centroids", "fisher": "fisher", "replay": "replay"}
 ARTIFACT_KINDS: tuple[str, ...] = tuple(ARTIFACT_FOLDERS)
 
-SCHEMA_VERSION = 4
-
-
-def _widen_artifact_kinds(connection: Connection) -> None:
-    """Schema 4 allows the artifact kinds of EWC and replay: the CHECK on task_artifacts.kind is
-    replaced. PostgreSQL alters the constraint; SQLite cannot, so its table is rebuilt, rows and
-    ids copied as they are."""
-    if not inspect(connection).has_table("task_artifacts"):
-        return  # migrating from before schema 3: create_all then makes the table as it is now
-    if connection.dialect.name == "postgresql":
-        check = _in("kind", ARTIFACT_KINDS)
-        connection.execute(text("ALTER TABLE task_artifacts DROP CONSTRAINT ck_task_artifacts_kind"))
-        connection.execute(text(f"ALTER TABLE task_artifacts ADD CONSTRAINT ck_task_artifacts_kind CHECK ({check})"))
-        return
-    columns = "id, task_id, kind, path, sha256, size_bytes, created_at"
-    connection.execute(text("ALTER TABLE task_artifacts RENAME TO task_artifacts_v3"))
-    Base.metadata.tables["task_artifacts"].create(connection)
-    connection.execute(text(f"INSERT INTO task_artifacts ({columns}) SELECT {columns} FROM task_artifacts_v3"))
-    connection.execute(text("DROP TABLE task_artifacts_v3"))
-
-
-# version -> steps that take a registry of that version to the next one: plain SQL that SQLite and
-# PostgreSQL both accept, or a function of the connection where they differ; run by Registry.init
-# under the write lock. Tables new in a version (task_artifacts in 3) are then created by
-# Base.metadata.create_all, which skips existing ones.
-MIGRATIONS: dict[int, tuple[str | Callable[[Connection], None], ...]] = {
-    1: ("ALTER TABLE tasks ADD COLUMN signature VARCHAR(64)",),
-    2: (
-        "ALTER TABLE evaluations ADD COLUMN confirmation VARCHAR(16)",
-        "CREATE INDEX ix_evaluations_kind_task_id ON evaluations (kind, task_id)",
-    ),
-    3: (_widen_artifact_kinds,),
-}
+# Schema history (migrations/versions/, one alembic revision per version): 2 signatures, 3 confirmations
+# and artifact files, 4 the artifact kinds of EWC and replay, 5 task versions, promotions, aliases
+# and retention. Changing a table here means a new revision there and a bump here.
+SCHEMA_VERSION = 5
 
 
 def utc_now() -> datetime:
@@ -129,13 +99,19 @@ class BaseModelRow(Base):
 
 
 class TaskRow(Base):
+    """One stored version of a task. ``name`` is the version's key (core/config.version_key: the
+    task's name for version 1, ``name@N`` after), ``family`` the task's name shared by its versions.
+    ``retired_at`` is set while the version is retired (schema 5); its bundle row is kept until it
+    is purged, so a retired version with a bundle can be restored and one without cannot."""
+
     __tablename__ = "tasks"
     __table_args__ = (
         CheckConstraint(_in("status", STATUSES), name="status"),
         CheckConstraint(_in("head", HEADS), name="head"),
+        Index("ix_tasks_family_version", "family", "version", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
     position: Mapped[int | None] = mapped_column(unique=True)
     status: Mapped[str] = mapped_column(String(16))
     labels: Mapped[list[str]]
@@ -150,6 +126,9 @@ class TaskRow(Base):
     updated_at: Mapped[datetime]
     # HMAC-SHA256 of the task's critical fields (signing.py); NULL when no key was set (schema 2).
     signature: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(server_default=text("1"))
+    retired_at: Mapped[datetime | None]
 
 
 class BundleRow(Base):
@@ -207,3 +186,31 @@ class ArtifactRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int]
     created_at: Mapped[datetime]
+
+
+class PromotionRow(Base):
+    """One promotion: which version of a task became its current one, when, and by whom. Rows are
+    only ever added, so a task's latest row names its current version and the earlier ones are its
+    history, rollbacks included; a task never promoted is served at version 1."""
+
+    __tablename__ = "task_promotions"
+    __table_args__ = (Index("ix_task_promotions_family", "family"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    family: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    promoted_at: Mapped[datetime]
+    promoted_by: Mapped[str] = mapped_column(String(255))
+
+
+class AliasRow(Base):
+    """A named pointer at one version of a task (``sst2@production``), for clients that pin a version
+    instead of following promotions; moved by setting it again."""
+
+    __tablename__ = "task_aliases"
+    __table_args__ = (UniqueConstraint("family", "alias"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    family: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    set_at: Mapped[datetime]
+    set_by: Mapped[str] = mapped_column(String(255))

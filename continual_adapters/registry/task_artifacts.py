@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from continual_adapters.core.errors import ConfigError, IntegrityError, RegistryError
 from continual_adapters.files.atomic import is_sha256
 from continual_adapters.registry import signing
-from continual_adapters.registry.artifacts import file_problem, read_checked, task_file
+from continual_adapters.registry.artifacts import file_problem, read_checked, remove_entry, task_file
 from continual_adapters.registry.fsck import RegistryChecks
 from continual_adapters.registry.queries import signed_fields
 from continual_adapters.registry.records import ArtifactDraft, ArtifactRecord, to_record
@@ -62,7 +62,7 @@ class RegistryArtifacts(RegistryChecks):
             raise IntegrityError(
                 f"{draft.kind} of task {name!r} is {draft.path}, not {expected} as write_artifact names it"
             )
-        problem = file_problem(self.root, draft.path, draft.sha256, draft.size_bytes)
+        problem = file_problem(self.store, draft.path, draft.sha256, draft.size_bytes)
         if problem is not None:
             raise IntegrityError(f"{draft.kind} of task {name!r} at {draft.path}: {problem[1]}")
 
@@ -103,7 +103,7 @@ class RegistryArtifacts(RegistryChecks):
             s.flush()
             record = to_record(ArtifactRecord, row, task=name)
         if old is not None and old != draft.path:
-            self._safe_path(old).unlink(missing_ok=True)
+            remove_entry(self.store, old)
         return record
 
     def artifact(self, name: str, kind: str) -> ArtifactRecord | None:
@@ -141,7 +141,7 @@ class RegistryArtifacts(RegistryChecks):
             if key is not None and not signing.verify(key, signed_fields(s, task), task.signature):
                 raise IntegrityError(f"task {name!r}: its recorded fields do not match their signature")
             path, sha256, size = row.path, row.sha256, row.size_bytes
-        return read_checked(self.root, path, sha256, size, f"{kind} of task {name!r}")
+        return read_checked(self.store, path, sha256, size, f"{kind} of task {name!r}")
 
     def read_artifacts(self, kind: str, names: Sequence[str]) -> dict[str, bytes]:
         """`read_artifact` for many tasks with one query: the bytes of each named task's artifact of
@@ -161,5 +161,5 @@ class RegistryArtifacts(RegistryChecks):
                         raise IntegrityError(f"task {task.name!r}: its recorded fields do not match their signature")
             found = {task.name: (row.path, row.sha256, row.size_bytes) for task, row in rows}
         return {
-            name: read_checked(self.root, *found[name], f"{kind} of task {name!r}") for name in names if name in found
+            name: read_checked(self.store, *found[name], f"{kind} of task {name!r}") for name in names if name in found
         }

@@ -17,11 +17,12 @@ from continual_adapters.stream.taskid import base_features, identifier
 
 
 def evaluate_identification(runner: Runner) -> dict[str, Any]:
-    """Task-identification accuracy on every task's evaluation split, and the end-to-end score
-    when the task is predicted instead of given (a wrong task counts as a wrong answer)."""
+    """Task-identification accuracy on the evaluation split of every task's current version (the
+    versions `--task auto` chooses among), and the end-to-end score when the task is predicted
+    instead of given (a wrong task counts as a wrong answer)."""
     ident = identifier(runner.registry, runner.model)
     per_task, hits, total = [], 0, 0
-    for task in runner.registry.tasks():
+    for task in runner.registry.current_tasks():
         split, targets = load_eval_split(task.data, task.labels)
         guessed = ident.predict(base_features(runner.model, split.texts, split.pairs))
         right = np.array([g == task.name for g in guessed])

@@ -8,10 +8,24 @@ from continual_adapters.core.config import METHOD_STATE_KINDS
 from continual_adapters.registry import Registry
 
 
-def task_details(registry: Registry, name: str) -> dict:
-    task = registry.task(name)
+def task_details(registry: Registry, ref: str) -> dict:
+    """Everything recorded about the task version `ref` names (core/versions.py: a bare name is the
+    task's current version), with where it stands among the task's versions."""
+    task = registry.resolve(ref)
+    name = task.name
+    version = next(v for v in registry.versions(task.family) if v.key == name)
     details: dict[str, Any] = {
         "name": task.name,
+        "task": task.family,
+        "version": task.version,
+        "current": version.current,
+        "aliases": version.aliases,
+        "promotions": [
+            {"version": p.version, "at": p.promoted_at.isoformat(), "by": p.promoted_by}
+            for p in registry.promotions(task.family)
+        ],
+        "retired_at": None if task.retired_at is None else task.retired_at.isoformat(),
+        "restorable": version.restorable,
         "position": task.position,
         "status": task.status,
         "method": task.method,
@@ -21,7 +35,7 @@ def task_details(registry: Registry, name: str) -> dict:
         "data": task.data,
         "created_at": task.created_at.isoformat(),
     }
-    if task.status == "ready":
+    if task.status == "ready" or version.restorable:
         bundle = registry.bundle(name)
         details["bundle"] = {
             "path": bundle.path,
@@ -51,8 +65,11 @@ def task_details(registry: Registry, name: str) -> dict:
 
 
 def format_task_details(d: dict) -> str:
+    kept = ", restorable" if d.get("restorable") else ""
     lines = [
-        f"task {d['name']} (#{d['position'] or '-'}, {d['status']}, {d['method']}, {d['head']})",
+        f"task {d['name']} (#{d['position'] or '-'}, {d['status']}{kept}, {d['method']}, {d['head']})",
+        f"  version {d['version']} of {d['task']}: {'current' if d['current'] else 'not current'}"
+        + (f"; aliases {', '.join(d['aliases'])}" if d["aliases"] else ""),
         f"  labels ({len(d['labels'])}): {', '.join(d['labels'][:12])}{' …' if len(d['labels']) > 12 else ''}",
         f"  evaluated on: {d['data'].get('eval_split')} "
         f"({d['data'].get('sizes', {}).get(d['data'].get('eval_split'), '?')} examples)",
@@ -97,8 +114,12 @@ def stream_report(registry: Registry) -> dict:
     base = registry.base_model()
     tasks = registry.tasks()
     names, matrix = registry.accuracy_matrix()
+    # Every version whose files are stored counts in the ledger (a retired one until it is purged):
+    # storage is real whether or not a version serves.
+    versions = {v.key: v for v in registry.versions()}
+    stored = [t for t in registry.tasks(include_retired=True) if t.status == "ready" or versions[t.name].restorable]
     rows = []
-    for task in tasks:
+    for task in stored:
         counts = registry.bundle(task.name).param_counts
         rows.append(
             {
@@ -124,10 +145,22 @@ def stream_report(registry: Registry) -> dict:
                 "labels": len(t.labels),
                 "eval_split": t.data.get("eval_split"),
                 "score": matrix[names.index(t.name)][names.index(t.name)] if t.name in names else None,
+                "version": t.version,
+                "current": versions[t.name].current,
             }
             for t in tasks
         ],
-        "matrix": {"tasks": names, "R": matrix, "confirmed_by": registry.confirmations()[1]},
+        "matrix": {
+            "tasks": names,
+            "R": matrix,
+            "confirmed_by": registry.confirmations()[1],
+            "current": [versions[n].current if n in versions else False for n in names],
+        },
+        "versions": [
+            {"task": v.task, "key": v.key, "version": v.version, "status": v.status, "current": v.current}
+            | {"stored": v.status == "ready" or v.restorable, "bundle_bytes": v.bundle_bytes}
+            for v in versions.values()
+        ],
         "metrics": summarize(matrix) if names else {},
         "forgetting_per_task": forgetting_per_task(matrix) if names else [],
         "ledger": [row.__dict__ for row in ledger],
@@ -155,6 +188,17 @@ def method_state(registry: Registry, names: list[str]) -> dict:
     return {"bytes": sum(kinds.values()), "kinds": kinds, "replay": replay}
 
 
+def _current(report: dict, key: str) -> str:
+    """The mark a version gets in the report's tables once any task has several: ᶜ for the current
+    one, "(retired)" for one kept on disk that no longer serves."""
+    versions = {v["key"]: v for v in report.get("versions", [])}
+    if key not in versions or not any(v["version"] > 1 for v in versions.values()):
+        return ""
+    if versions[key]["status"] == "retired":
+        return " (retired)"
+    return "ᶜ" if versions[key]["current"] else ""
+
+
 def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -170,7 +214,8 @@ def format_markdown(report: dict) -> str:
         ]
     out += ["## Tasks", "", "| # | task | metric | eval split | score at registration |", "|---|---|---|---|---|"]
     out += [
-        f"| {t['position']} | {t['name']} | {t['metric']} | {t['eval_split']} | {_fmt(t['score'])} |"
+        f"| {t['position']} | {t['name']}{_current(report, t['name'])} | {t['metric']} | {t['eval_split']} "
+        f"| {_fmt(t['score'])} |"
         for t in report["tasks"]
     ]
     out += [
@@ -216,10 +261,16 @@ def format_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     out += [
-        f"| {r['task']} | {r['method']} | {r['added']:,} | {r['added_bytes'] or 0:,} | {r['percent_of_base']:.2f}% | "
-        f"{r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |"
+        f"| {r['task']}{_current(report, r['task'])} | {r['method']} | {r['added']:,} | {r['added_bytes'] or 0:,} | "
+        f"{r['percent_of_base']:.2f}% | {r['cumulative_multiple']:.3f}× | {r['full_finetune_multiple']:.2f}× |"
         for r in report["ledger"]
     ]
+    if any(v["version"] > 1 for v in report.get("versions", [])):
+        out += [
+            "",
+            "Every stored version is counted (a retired one until `cadapt gc` or `remove --purge`); ᶜ marks the "
+            "version a task's bare name serves, and (retired) one that serves no longer.",
+        ]
     state = report.get("method_state") or {}
     if state.get("kinds"):
         out += ["", "## Method state kept beside the bundles", ""]

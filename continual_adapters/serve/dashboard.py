@@ -3,8 +3,9 @@
 It shows what `cadapt report` computes (report/reporting.py: the tasks, the accuracy matrix, the
 continual-learning metrics, the parameter-growth ledger), with the same two figures `cadapt report
 --plots` writes (report/plots.py) inlined as PNG data, what this server serves or refused and
-why, and the registry's latest audit evidence: audit rows if any were recorded, else the proof
-the latest addition recorded (earlier tasks' bundles and base weights hashed before and after).
+why, the registry's latest audit as `cadapt audit` recorded it (passed or failed, when, each task's
+verdict; stream/audit_record.py), and the proof the latest addition recorded (earlier tasks'
+bundles and base weights hashed before and after).
 
 Rendering runs matplotlib (about a second), so a page is kept until the served tasks change or
 `max_age_s` passes; pyplot is not thread-safe, hence one lock around it.
@@ -23,6 +24,7 @@ from typing import Any
 from continual_adapters.registry import Registry
 from continual_adapters.report.reporting import stream_report, write_plots
 from continual_adapters.serve.state import ServingState
+from continual_adapters.stream.audit_record import latest_audit
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }
@@ -49,18 +51,49 @@ def _figures(report: dict[str, Any]) -> dict[str, str]:
         return {Path(p).stem: base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths}
 
 
-def _audit_section(registry: Registry, report: dict[str, Any]) -> list[str]:
-    rows = registry.evaluations(kind="audit")
-    if rows:
-        latest = max(e.after_tasks for e in rows)
-        out = [f"<p>Audit rows recorded after task {latest}:</p>", "<table id='audit'><tr><th>task</th>"]
-        out[-1] += "<th>metric</th><th>split</th><th>value</th></tr>"
-        out += [
-            f"<tr><td>{_e(e.task)}</td><td>{_e(e.metric)}</td><td>{_e(e.split)}</td><td>{_score(e.value)}</td></tr>"
-            for e in rows
-            if e.after_tasks == latest
+def _verdict(ok: bool, text: str | None = None) -> str:
+    return f"<span class='ok'>{text or 'passed'}</span>" if ok else f"<span class='bad'>{text or 'failed'}</span>"
+
+
+def _latest_audit(registry: Registry) -> list[str]:
+    """The latest audit `cadapt audit` recorded (stream/audit_record.py): its verdict, when, which
+    stream state, and per task its verdict, how it was confirmed and its score against the one
+    recorded at registration. The problems' wording is not stored: `cadapt audit` prints it."""
+    latest = latest_audit(registry)
+    if latest is None:
+        return [
+            "<p id='audit' data-ok=''>No audit recorded in the registry (<code>cadapt audit</code> checks every "
+            "task, exits 0 only if nothing regressed, and records its outcome here).</p>"
         ]
-        return [*out, "</table>"]
+    passed = sum(t.ok for t in latest.tasks)
+    out = [
+        f"<p id='audit' data-ok='{str(latest.ok).lower()}'>Latest audit: {_verdict(latest.ok)}, "
+        f"<time datetime='{latest.at.isoformat()}'>{latest.at:%Y-%m-%d %H:%M:%S} UTC</time>, "
+        f"after task {latest.after_tasks}: {passed} of {len(latest.tasks)} task(s) passed.",
+    ]
+    if latest.not_covered:
+        out[-1] += f" Added since, not audited yet: {_e(', '.join(latest.not_covered))}."
+    out[-1] += " The problems' wording is not stored: <code>cadapt audit</code> prints it.</p>"
+    out.append(
+        "<table id='audit-tasks'><tr><th>task</th><th>verdict</th><th>confirmed by</th>"
+        "<th>score at registration</th><th>audited score</th><th>predictions as recorded</th></tr>"
+    )
+    for t in latest.tasks:
+        if t.problems is None:
+            verdict = _verdict(False, "no verdict recorded (its registry rows did not verify)")
+        else:
+            verdict = _verdict(t.ok, None if t.ok else f"failed: {t.problems} problem(s)")
+        same = "–" if t.predictions_equal is None else ("yes" if t.predictions_equal else "<b>no</b>")
+        out.append(
+            f"<tr data-audit-task='{_e(t.task)}' data-ok='{str(t.ok).lower()}'><td>{_e(t.task)}</td><td>{verdict}"
+            f"</td><td>{_e(t.confirmed_by)}</td><td>{_score(t.recorded)}</td><td>{_score(t.audited)}</td>"
+            f"<td>{same}</td></tr>"
+        )
+    return [*out, "</table>"]
+
+
+def _latest_addition(registry: Registry, report: dict[str, Any]) -> list[str]:
+    """The proof the latest addition recorded: base weights and earlier bundles hashed before and after."""
     tasks = report["tasks"]
     if not tasks:
         return ["<p>No task registered yet.</p>"]
@@ -70,8 +103,7 @@ def _audit_section(registry: Registry, report: dict[str, Any]) -> list[str]:
     verdict = "<span class='ok'>unchanged</span>" if unchanged else "<span class='bad'>changed</span>"
     earlier = len(proof.get("before", {}).get("bundle_files", {}))
     return [
-        "<p id='audit'>No audit recorded in the registry (<code>cadapt audit</code> checks it and exits 0 only "
-        f"if nothing regressed). Latest addition, <b>{_e(last.name)}</b>: base weights and {earlier} earlier "
+        f"<p id='addition'>Latest addition, <b>{_e(last.name)}</b>: base weights and {earlier} earlier "
         f"bundle(s) hashed before and after: {verdict if unchanged is not None else '–'}; earlier tasks confirmed "
         f"by {_e(proof.get('confirmation'))}.</p>"
     ]
@@ -130,7 +162,7 @@ def render(registry: Registry, state: ServingState) -> str:
             )
     if not figures:
         out.append("<p>No figure yet: the registry has no task.</p>")
-    out += ["<h2>Audit</h2>", *_audit_section(registry, report), "</body></html>"]
+    out += ["<h2>Audit</h2>", *_latest_audit(registry), *_latest_addition(registry, report), "</body></html>"]
     return "\n".join(out)
 
 

@@ -14,6 +14,15 @@ snapshot only once attached; so a request sees either the old set of tasks or th
 Polling compares each served bundle file's inode, size and mtime (cheap: no read); `POST
 /v1/reload` (`verify=True`) hashes every served file again. Nothing here writes to the registry:
 a task without stored routing statistics is simply not routable by `task: "auto"`.
+
+A registry of a shared-encoder method (naive, EWC, replay, LwF: one encoder trained through the
+stream, a head per task) is served as `cadapt predict` runs it (`Runner.attach`): every ready task
+loaded in stream order, so the encoder is the one the latest task left, under every task's head.
+That is the state the registry's last accuracy-matrix row measured; earlier rows (and an earlier
+task's registration score) describe encoders that no longer exist. Any change to its tasks reloads
+them all, since an added task brings every task a new encoder, and a removed latest task takes
+its encoder away; if the latest task's bundle is refused, so is every task, for the encoder they
+would run on is not the recorded one.
 """
 
 from __future__ import annotations
@@ -26,8 +35,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from continual_adapters.core.baselines import model_for_method
-from continual_adapters.core.config import DEFAULT_TOP_LAYERS, SHARED_METHODS
-from continual_adapters.core.errors import CadaptError, ConfigError, IntegrityError, RegistryError, TaskNotFoundError
+from continual_adapters.core.config import DEFAULT_TOP_LAYERS
+from continual_adapters.core.errors import CadaptError, IntegrityError, RegistryError, TaskNotFoundError
 from continual_adapters.files.atomic import sha256_file
 from continual_adapters.files.bundle import load_task
 from continual_adapters.registry.artifacts import safe_path
@@ -154,28 +163,28 @@ class TaskLoader:
         self.state = ServingState()
         self._stamps: dict[str, tuple[int, int, int] | None] = {}
         self._refused_stamps: dict[str, tuple[str, tuple[int, int, int] | None]] = {}
+        self._shared_seen: object = None  # a shared-encoder registry's bundles as last loaded
+        self._method: str | None = None  # the method the model was built for
 
     def _records(self) -> list[TaskRecord]:
         if not self.registry.initialized():
             raise RegistryError(f"no registry at {self.registry!r}: serving reads a registry, it never creates one")
-        ready = self.registry.tasks()
-        shared = [t for t in ready if t.method in SHARED_METHODS]
-        if shared:
-            names = ", ".join(t.name for t in shared[:5])
-            raise ConfigError(
-                f"tasks {names} share one encoder (method {shared[0].method!r}): each addition changes "
-                "the earlier tasks' outputs, so they cannot be served as audited; serve a registry whose method "
-                "isolates tasks (adapters, ln-only, lora, top-k, full)"
-            )
-        return ready
+        return self.registry.tasks()
 
     def _ensure_model(self, records: list[TaskRecord]) -> ContinualModel:
-        """The registry's base encoder, built again when the registry's base changed (its first task
-        was added after the server started on an empty registry)."""
+        """The registry's base encoder with its method's modules, built again when the registry's base
+        or method changed (its first task was added after the server started on an empty registry)."""
         base = self.registry.base_model()
-        if self.model is None or (base is not None and base.sha256 != self.model.base_sha256()):
+        method = records[0].method if records else self._method
+        if (
+            self.model is None
+            or (base is not None and base.sha256 != self.model.base_sha256())
+            or method != self._method
+        ):
+            self._method = method
             self._stamps.clear()
             self._refused_stamps.clear()
+            self._shared_seen = None
             self.state = ServingState(version=self.state.version, loaded_at=self.state.loaded_at)
             self.model = self._load_model(base, records)
         return self.model
@@ -201,6 +210,8 @@ class TaskLoader:
         the thread that runs the model."""
         ready = self._records()
         model = self._ensure_model(ready)
+        if not model.isolates_tasks:
+            return self._reload_shared(model, ready, verify)
         records = {t.name: t for t in ready if self.selection is None or t.name in self.selection}
         report = ReloadReport(version=self.state.version + 1)
         bundles = self._bundles(list(records), report)
@@ -245,10 +256,65 @@ class TaskLoader:
         for name, reason in report.refused.items():
             if name not in refused:
                 refused[name] = Refusal(name, reason, None, time.time())
+        return self._publish(model, tasks, refused, report, False)
+
+    def _reload_shared(self, model: ContinualModel, ready: list[TaskRecord], verify: bool) -> ReloadReport:
+        """`reload` for a shared-encoder registry (see the module docstring): nothing to do while its
+        bundle rows and files look the same (unless `verify`), else every ready task loaded again in
+        stream order, the selected ones served."""
+        report = ReloadReport(version=self.state.version + 1)
+        bundles = self._bundles([t.name for t in ready], report)
+        paths = {name: safe_path(self.registry.root, record.path) for name, record in bundles.items()}
+        seen = (tuple((n, r.sha256, _stamp(paths[n])) for n, r in bundles.items()), tuple(sorted(report.refused)))
+        if seen == self._shared_seen and not verify:
+            report.version, report.served = self.state.version, len(self.state.tasks)
+            return report
+        moved, self._shared_seen = seen != self._shared_seen, seen
+        for name in list(model.tasks):
+            model.remove_task(name)
+        loaded = []
+        for task in ready:
+            if task.name in bundles:
+                try:
+                    load_task(model, paths[task.name], expected_sha256=bundles[task.name].sha256)
+                    loaded.append(task.name)
+                except CadaptError as exc:
+                    report.refused[task.name] = str(exc)
+        latest = ready[-1].name if ready else None
+        if latest in report.refused:
+            for name in loaded:
+                model.remove_task(name)
+                report.refused[name] = f"its encoder is the one {latest} left, and {latest}'s bundle is refused"
+            loaded = []
+        scores = {row.name: row.score for row in self.registry.task_table()} if loaded else {}
+        records = {t.name: t for t in ready}
+        wanted = [n for n in loaded if self.selection is None or n in self.selection]
+        tasks = {n: self._served(records[n], bundles[n], scores.get(n)) for n in wanted}
+        old = self.state.tasks
+        report.added = [n for n in tasks if n not in old]
+        report.replaced = [n for n in tasks if n in old and old[n].bundle_sha256 != tasks[n].bundle_sha256]
+        report.removed = [n for n in old if n not in tasks and n not in report.refused]
+        report.refused = {n: r for n, r in report.refused.items() if self.selection is None or n in self.selection}
+        refused = {
+            n: Refusal(n, r, bundles[n].sha256 if n in bundles else None, time.time())
+            for n, r in report.refused.items()
+        }
+        return self._publish(model, tasks, refused, report, moved)
+
+    def _publish(
+        self,
+        model: ContinualModel,
+        tasks: dict[str, ServedTask],
+        refused: dict[str, Refusal],
+        report: ReloadReport,
+        moved: bool,
+    ) -> ReloadReport:
+        """Replaces the snapshot with `tasks` and `refused`; its version moves when something in
+        them changed, or `moved` says the tasks' outputs did (a shared encoder replaced)."""
         before = self.state.refused
         report.refused = {n: r for n, r in report.refused.items() if n not in before or before[n].reason != r}
         ordered = dict(sorted(tasks.items(), key=lambda item: (item[1].position or 0, item[0])))
-        changed = bool(report.added or report.removed or report.replaced or report.refused)
+        changed = moved or bool(report.added or report.removed or report.replaced or report.refused)
         identifier = self.state.identifier
         if changed or identifier is None:
             identifier = self._identifier(model, ordered)

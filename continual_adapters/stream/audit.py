@@ -14,17 +14,21 @@ no dataset read; tasks are attached a round at a time and released, so memory st
 
 Last, the accuracy matrix is checked for holes (a ready task with no entry in a later task's row,
 left by tasks added at the same time) and each is filled by the check an addition makes
-(concurrent.py); the report lists every entry so written, or why one could not be.
+(concurrent.py); the report lists every entry so written, or why one could not be. The outcome
+is then recorded in the registry as its latest audit (audit_record.py), for readers that should
+not run one (the `cadapt serve` dashboard).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from continual_adapters.core.errors import CadaptError, DataError
 from continual_adapters.registry import BundleRecord, EvaluationRecord, Registry, TaskRecord
+from continual_adapters.stream.audit_record import record_audit, stream_top
 from continual_adapters.stream.concurrent import Hole, fill_holes, matrix_holes
 from continual_adapters.stream.confirm import PROBE_KIND, load_probe, probe_from, rounds
 from continual_adapters.stream.runner import Runner
@@ -39,6 +43,8 @@ class TaskAudit:
     recorded: float | None = None
     measured: float | None = None
     predictions_equal: bool | None = None
+    #: The fresh evaluation's predictions hash (full audits), recorded with the audit's rows.
+    predictions_sha256: str | None = None
     golden_equal: bool | None = None
     golden_max_diff: float | None = None
     #: "full" (re-scored on its data) or "probe" (its probe replayed: data unavailable, or --probe).
@@ -57,6 +63,10 @@ class AuditReport:
     mode: str = "full"
     #: Entries the accuracy matrix lacked (tasks added at the same time), each filled or said why not.
     holes: list[Hole] = field(default_factory=list)
+    #: The stream state audited: its last position when the audit started (None: empty stream).
+    after_tasks: int | None = None
+    #: What `record_audit` wrote to the registry, or why it wrote nothing.
+    record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +77,15 @@ class AuditReport:
     def to_dict(self) -> dict:
         tasks = [{k: v for k, v in asdict(t).items() if k != "correct"} for t in self.tasks]
         holes = [hole.to_dict() for hole in self.holes]
-        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "tasks": tasks, "holes": holes}
+        return {
+            "ok": self.ok,
+            "mode": self.mode,
+            "tolerance": self.tolerance,
+            "after_tasks": self.after_tasks,
+            "tasks": tasks,
+            "holes": holes,
+            "record": self.record,
+        }
 
 
 def audit_task(runner: Runner, name: str, tolerance: float, recorded_rows: Recorded | None = None) -> TaskAudit:
@@ -97,6 +115,7 @@ def audit_task(runner: Runner, name: str, tolerance: float, recorded_rows: Recor
             f"{task.primary_metric} {result.measured:.6f} != recorded {result.recorded:.6f}"
             + (f" (tolerance {tolerance})" if tolerance else "")
         )
+    result.predictions_sha256 = evaluation.predictions_sha256
     result.predictions_equal = evaluation.predictions_sha256 == recorded[0].predictions_sha256
     if not result.predictions_equal and tolerance == 0:
         result.problems.append("predictions differ from those recorded (hash mismatch)")
@@ -247,17 +266,23 @@ def probe_audit(
 
 def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> AuditReport:
     """Audits every ready task; base-weight mismatches surface as a problem on every task. Then
-    fills the accuracy matrix's holes (concurrent.py), the one thing an audit writes."""
+    fills the accuracy matrix's holes (concurrent.py) and records the outcome as the registry's
+    latest audit (audit_record.py): the only things an audit writes."""
     tasks = runner.registry.tasks()
+    after = stream_top(runner.registry)
     mode = "probe" if probe_only else "full"
     try:
         runner.load_model()
     except CadaptError as exc:
-        return AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode)
+        report = AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode, after_tasks=after)
+        report.record = record_audit(runner.registry, report)
+        return report
     names, recorded = [t.name for t in tasks], Recorded.read(runner.registry)
     if probe_only:
         report = AuditReport(probe_audit(runner, names, tolerance, recorded=recorded), tolerance, mode)
     else:
         report = AuditReport([audit_task(runner, name, tolerance, recorded) for name in names], tolerance, mode)
     report.holes = fill_holes(runner, matrix_holes(runner.registry), probe_only)
+    report.after_tasks = after
+    report.record = record_audit(runner.registry, report)
     return report

@@ -45,7 +45,7 @@ def load_probe(registry: Registry, name: str) -> Probe | None:
 
 def probe_from(data: bytes, name: str, registry: Registry) -> Probe:
     """A stored probe's bytes (already sha256-checked by the registry), parsed and owned by `name`."""
-    probe = parse_probe(data, f"{registry.root}: probe of task {name!r}")
+    probe = parse_probe(data, f"{registry.store.url}: probe of task {name!r}")
     if probe.task != name:
         raise IntegrityError(f"the probe stored for task {name!r} belongs to task {probe.task!r}")
     return probe

@@ -14,12 +14,16 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from continual_adapters.core.config import AdapterConfig, MethodOptions, TaskSpec, TrainConfig
+from continual_adapters.data.reader import Split
 from continual_adapters.data.taskdata import DataSpec, TaskData
 from continual_adapters.registry import BundleDraft, EvaluationDraft, TaskRecord
-from continual_adapters.training.loop import Encoded, Evaluation, TrainResult
+from continual_adapters.training.loop import Encoded, Evaluation, TrainResult, encode
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: The adapter sizes `--adapter-size auto` tries, keeping the best on validation.
 AUTO_SIZES = (8, 64, 256)
@@ -69,6 +73,21 @@ class EncodedSplits:
     train: Encoded
     validation: Encoded
     evaluation: Encoded
+
+    @classmethod
+    def of(cls, job: TaskJob, tokenizer: PreTrainedTokenizerBase | None) -> EncodedSplits:
+        """`job`'s splits, cut at its `max_length`, with its targets."""
+        loaded = job.loaded
+
+        def tokenised(split: Split, split_name: str) -> Encoded:
+            targets = loaded.targets[split_name]
+            return encode(tokenizer, split.texts, split.pairs, targets, job.train.max_length, job.data.head)
+
+        return cls(
+            tokenised(loaded.train, "train"),
+            tokenised(loaded.validation, "validation"),
+            tokenised(loaded.evaluation, loaded.eval_split),
+        )
 
 
 @dataclass
@@ -162,6 +181,7 @@ class AddTaskResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task.name,
+            "version": self.task.version,
             "position": self.task.position,
             "status": self.task.status,
             "metric": self.task.primary_metric,

@@ -35,15 +35,12 @@ from continual_adapters.core.config import (
     method_family,
     validate_task_name,
 )
-from continual_adapters.core.errors import ConfigError, IntegrityError, TaskExistsError
+from continual_adapters.core.errors import ConfigError, IntegrityError
 from continual_adapters.core.model import ContinualModel
-from continual_adapters.data.reader import Split
 from continual_adapters.data.taskdata import DataSpec, load_eval_split, load_task_data
-from continual_adapters.files.atomic import sha256_file
-from continual_adapters.files.bundle import bundle_bytes, load_task
+from continual_adapters.files.bundle import bundle_bytes, load_stored_task
 from continual_adapters.metrics.scoring import higher_is_better
 from continual_adapters.registry import ArtifactDraft, BundleRecord, EvaluationDraft, Registry
-from continual_adapters.registry.artifacts import safe_path
 from continual_adapters.stream.concurrent import confirm_late
 from continual_adapters.stream.confirm import PROBE_KIND, EarlierTasks, skipped
 from continual_adapters.stream.job import (
@@ -89,6 +86,8 @@ class Runner:
             distributed.main_first(self.world, self.device, registry.ensure)
         self.progress = progress
         self._method, self._top_layers = method, top_layers
+        #: sha256 of each bundle `attach` read and checked since confirming began (see `snapshot`).
+        self.read_since_start: dict[str, str] = {}
         self._model: ContinualModel | None = None
 
     @property
@@ -135,25 +134,33 @@ class Runner:
         for other in names if name in names else [*names, name]:
             if other not in self.model.tasks:
                 known = record if record is not None and other == name else self.registry.verify_bundle(other)
-                load_task(self.model, safe_path(self.registry.root, known.path), expected_sha256=known.sha256)
+                load_stored_task(self.model, self.registry.store, known.path, expected_sha256=known.sha256)
+                self.read_since_start[other] = known.sha256
 
     def snapshot(self, names: list[str], recorded: bool = False) -> dict[str, Any]:
         """Hashes of the base weights, every earlier bundle file and the tensors of those attached
         (all of them for a method that shares weights; none otherwise: their probes speak for them).
 
         `recorded=True` (before an addition) takes each bundle's recorded sha256 instead of hashing
-        its file: confirming loads every earlier bundle checked against exactly that hash, and the
-        files are hashed again afterwards, so a file that differed is caught either way, for one
-        read of each file fewer (docs/scale.md)."""
+        its file: confirming loads every earlier bundle checked against exactly that hash, so a file
+        that differed is caught either way, for one read of each file fewer. Afterwards, a bundle
+        read and hash-checked by `attach` while confirming (`read_since_start`, reset when
+        confirming starts) is not read a third time: that check was on the file's bytes
+        after the addition wrote everything it writes (docs/scale.md)."""
         model = self.model
         records = self.registry.bundles(names) if names else {}
-        root = self.registry.root
+        store = self.registry.store
+
+        def file_sha256(name: str, record: BundleRecord) -> str:
+            if recorded:
+                return record.sha256
+            if name in self.read_since_start:
+                return self.read_since_start[name]
+            return store.sha256(record.path)
+
         return {
             "base_sha256": model.base_sha256(refresh=True),
-            "bundle_files": {
-                n: r.sha256 if recorded else sha256_file(safe_path(root, r.path), follow_symlinks=False)
-                for n, r in records.items()
-            },
+            "bundle_files": {n: file_sha256(n, r) for n, r in records.items()},
             "task_tensors": {} if model.isolates_tasks else {n: model.task_sha256(n) for n in names},
         }
 
@@ -185,13 +192,17 @@ class Runner:
         method: str | None = None,
         reeval: str = "probe",
         options: MethodOptions | None = None,
+        new_version: bool = False,
     ) -> AddTaskResult | None:
         """Registers a new task (see the module docstring). Under a multi-process launch only the
         main process registers; the others train their share and return None. `reeval` is how the
         earlier tasks are confirmed (`REEVAL_POLICIES`); `skip_reeval` is the old spelling of "none";
-        `options` are the settings of EWC, replay, LwF and LoRA (defaults where not given)."""
+        `options` are the settings of EWC, replay, LwF and LoRA (defaults where not given); `new_version`
+        trains the next version of task `name`, keyed ``name@N``, beside the others (current once promoted)."""
         clock = PhaseClock()
-        job = self.plan(name, data, adapter, train, auto_size, "none" if skip_reeval else reeval, method, options)
+        reeval = "none" if skip_reeval else reeval
+        job = self.plan(name, data, adapter, train, auto_size, reeval, method, options, new_version)
+        name = job.name
         encoded = self.encode(job)
         if not self.world.is_main:
             self.train(job, encoded)
@@ -252,8 +263,10 @@ class Runner:
         reeval: str,
         method: str | None,
         options: MethodOptions | None = None,
+        new_version: bool = False,
     ) -> TaskJob:
-        """Every check that needs no training, then the data: a refused task writes nothing."""
+        """Every check that needs no training, then the data: a refused task writes nothing.
+        `new_version` plans the next version of task `name` (its key ``name@N``)."""
         validate_task_name(name)
         if reeval not in REEVAL_POLICIES:
             raise ConfigError(f"unknown re-evaluation policy {reeval!r}; choose one of {', '.join(REEVAL_POLICIES)}")
@@ -268,11 +281,8 @@ class Runner:
             raise ConfigError(f"this registry holds {held[0].method!r} tasks; {method!r} needs a registry of its own")
         if method_family(method) != method_family(self.method):
             raise ConfigError(f"this runner's model runs {self.method!r}; {method!r} needs a runner of its own")
-        existing = {t.name: t for t in self.registry.tasks(include_retired=True, include_pending=True)}
-        if name in existing:
-            raise TaskExistsError(f"task {name!r} already exists ({existing[name].status})")
         return TaskJob(
-            name=name,
+            name=self.registry.key_for(name, new_version),
             data=data,
             loaded=load_task_data(data),
             method=method,
@@ -286,17 +296,7 @@ class Runner:
 
     def encode(self, job: TaskJob) -> EncodedSplits:
         """Tokenises the splits once: training, model selection and the registration score reuse them."""
-        loaded, tokenizer = job.loaded, self.model.tokenizer
-
-        def tokenised(split: Split, split_name: str) -> Encoded:
-            targets = loaded.targets[split_name]
-            return encode(tokenizer, split.texts, split.pairs, targets, job.train.max_length, job.data.head)
-
-        return EncodedSplits(
-            tokenised(loaded.train, "train"),
-            tokenised(loaded.validation, "validation"),
-            tokenised(loaded.evaluation, loaded.eval_split),
-        )
+        return EncodedSplits.of(job, self.model.tokenizer)
 
     def train(self, job: TaskJob, encoded: EncodedSplits, state: MethodState | None = None) -> Trained:
         """Trains the task's modules (every size, under auto) and leaves the best one attached.
@@ -337,6 +337,7 @@ class Runner:
         isolates tasks aborts here if anything it must not touch changed. A method that shares
         weights is always re-scored in full: its earlier outputs do change. Tasks that became
         ready while this one trained are confirmed last, the same way (concurrent.py)."""
+        self.read_since_start.clear()
         shared = not self.model.isolates_tasks
         policy = "full" if shared and job.reeval != "none" else job.reeval
         if policy == "none":

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from continual_adapters.core.config import MULTITASK, SHARED_METHODS, TrainConfig, validate_task_name
-from continual_adapters.core.errors import ConfigError, DataError
+from continual_adapters.core.config import TrainConfig, validate_task_name
+from continual_adapters.core.errors import ConfigError, DataError, UnitsFailedError
 from continual_adapters.data.reader import default_data_dir, read_dataset_json, resolve_data_path
 from continual_adapters.data.taskdata import DataSpec
 from continual_adapters.files.atomic import atomic_write
@@ -45,6 +45,7 @@ from continual_adapters.stream.settings import MethodSettings
 
 if TYPE_CHECKING:
     from continual_adapters.stream.audit import AuditReport
+    from continual_adapters.stream.executors import Executor
 
 DATA_KEYS = (
     "max_train",
@@ -277,6 +278,7 @@ def run_scenario(
     audit_runs: bool = True,
     train: bool = True,
     log=print,
+    executor: Executor | None = None,
 ) -> dict[tuple[str, int], bool]:
     """Runs every (method, seed) into `out/<method>/seed<k>/registry.db` and audits each; the
     multitask upper bound (`mtl`) is trained on every task at once into that folder's result.json
@@ -284,51 +286,28 @@ def run_scenario(
 
     `registry` (with its `artifacts` folder, for a server URL) puts a single-method, single-seed
     scenario into that registry instead (the README's demo uses ./registry.db). `train=False` only
-    audits what is there (to report on a run still in progress elsewhere). Returns whether each
-    run's audit passed.
+    audits what is there (to report on a run still in progress elsewhere). `executor` says where
+    the runs go (stream/executors.py): one after another in this process by default, or as Ray
+    tasks. Returns whether each audited run's audit passed; an executor that lets every run end
+    raises `UnitsFailedError` after the last one if any failed, carrying the others' audits.
     """
-    from continual_adapters.stream.audit import audit
-    from continual_adapters.stream.multitask import run_multitask
-    from continual_adapters.stream.runner import Runner
+    from continual_adapters.stream.executors import LocalExecutor
+    from continual_adapters.stream.units import plan_units
 
-    chosen = [scenario.method(label) for label in methods] if methods else list(scenario.methods)
-    runs = [(settings, seed) for settings in chosen for seed in scenario.seeds]
-    if registry and len(runs) != 1:
-        raise ConfigError(
-            f"one registry was named (--registry or CADAPT_REGISTRY) but this runs {len(runs)} "
-            "method x seed streams, each into a registry of its own under --out: pick one with "
-            "--methods, or unset it"
-        )
-    if registry and any(settings.method == MULTITASK for settings, _ in runs):
-        raise ConfigError(f"{MULTITASK!r} trains one model on every task at once and keeps no registry: use --out")
-    audits = {}
-    for settings, seed in runs:
-        if settings.method == MULTITASK:
-            if train:
-                run_multitask(scenario, settings, seed, Path(out), device=device, progress=progress, log=log)
-            continue
-        if registry:
-            reg = Registry(registry, artifacts)
-        else:
-            folder = scenario.run_dir(Path(out), settings, seed)
-            folder.mkdir(parents=True, exist_ok=True)
-            reg = Registry(folder / "registry.db")
-        if train:
-            run_method(scenario, settings, seed, reg, device=device, progress=progress, log=log)
-        elif not reg.initialized() or not reg.tasks():
-            continue
-        if audit_runs:
-            report = audit(Runner(reg, device=device, progress=False))
-            audits[(settings.label, seed)] = report.ok
-            if not registry:
-                write_final_correct(scenario.run_dir(Path(out), settings, seed), report)
-            log(
-                f"[{settings.label} seed {seed}] audit {'passed' if report.ok else 'FAILED'}"
-                + (
-                    " (expected: the method shares one encoder, so earlier tasks change)"
-                    if not report.ok and settings.method in SHARED_METHODS
-                    else ""
-                )
-            )
-        reg.close()
+    units = plan_units(
+        scenario,
+        out,
+        methods,
+        registry=registry,
+        artifacts=artifacts,
+        device=device,
+        progress=progress,
+        audit=audit_runs,
+        train=train,
+    )
+    results = (executor or LocalExecutor()).run(units, log)
+    audits = {r.key: r.audit_ok for r in results if r.error is None and r.audit_ok is not None}
+    failures = {r.name: r.error for r in results if r.error is not None}
+    if failures:
+        raise UnitsFailedError(failures, audits, len(units))
     return audits

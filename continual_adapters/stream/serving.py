@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from continual_adapters.core.errors import DataError, TaskNotFoundError
+from continual_adapters.core.errors import DataError
 from continual_adapters.stream.confirm import TASKS_PER_ROUND, rounds
 
 if TYPE_CHECKING:
@@ -145,24 +145,24 @@ def predict_inputs(
     """Predictions for every input, in input order. Only the tasks it routes to are attached
     (sha256-verified), `tasks_per_round` at a time and released after their rows, so a file that
     spans 200 tasks never holds 200 adapters; rows of one round still share encoder passes (those
-    of tasks with the same recorded settings). `max_length` overrides every task's recorded one."""
-    ready = [t.name for t in runner.registry.tasks()]
+    of tasks with the same recorded settings). `max_length` overrides every task's recorded one.
+
+    Tasks are references (core/versions.py): a bare name is the task's current version, `name@N`
+    and `name@alias` others; each row's prediction names the version that answered it (its key).
+    A retired or unfinished version is refused with the registry's typed error, before any work."""
     if task == "auto":
         from continual_adapters.stream.taskid import base_features, identifier
 
         names = identifier(runner.registry, runner.model).predict(
             base_features(runner.model, inputs.texts, inputs.pairs)
         )
-    elif inputs.tasks is not None:
-        names = inputs.tasks
-    elif task:
-        names = [task] * len(inputs.texts)
+    elif inputs.tasks is not None or task:
+        refs = inputs.tasks if inputs.tasks is not None else [str(task)] * len(inputs.texts)
+        versions = runner.registry.resolve_ready(refs)
+        names = [versions[ref].name for ref in refs]
     else:
         raise DataError("name a task (--task NAME or --task auto) or give a task column")
     routed = list(dict.fromkeys(names))
-    for name in routed:
-        if name not in ready:
-            raise TaskNotFoundError(f"no ready task {name!r} in this registry (ready: {', '.join(ready) or 'none'})")
     settings = task_settings(runner.registry, routed)
     if max_length is not None:
         settings = {name: TaskSettings(max_length, s.precision) for name, s in settings.items()}

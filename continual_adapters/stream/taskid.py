@@ -204,12 +204,14 @@ def split_statistics_bytes(model: ContinualModel, name: str, split: Split) -> by
 
 
 def identifier(registry: Registry, model: ContinualModel, router: str = DEFAULT_ROUTER) -> TaskIdentifier:
-    """Every ready task's statistics (one query for all), in stream order. A task registered before
-    they were an artifact (or imported without them) gets them computed once from its recorded
-    training file (as recorded, sha256-checked: never a same-named file found elsewhere)."""
+    """The statistics of every task's current version (one query for all), in stream order: other
+    versions of a task would compete with it for its own inputs, and a bare name serves the current
+    one. A task registered before they were an artifact (or imported without them) gets them
+    computed once from its recorded training file (as recorded, sha256-checked: never a same-named
+    file found elsewhere)."""
     from continual_adapters.data.taskdata import load_recorded_train
 
-    base, names = model.base_sha256(), [t.name for t in registry.tasks()]
+    base, names = model.base_sha256(), [t.name for t in registry.current_tasks()]
     stored = registry.read_artifacts(CENTROIDS_KIND, names)
     tasks = {}
     for name in names:

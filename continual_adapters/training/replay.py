@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from continual_adapters.core.config import validate_task_name
+from continual_adapters.core.config import validate_task_key
 from continual_adapters.core.errors import BundleError, ConfigError
 from continual_adapters.training.loop import Encoded, Objective, encode, pad_batch, task_loss
 from continual_adapters.training.multitask import mixed_batch_loss
@@ -85,7 +85,7 @@ class ReplayBuffer:
             items = [ReplayItem(**item) for item in content["items"]]
             buffer = cls(int(content["capacity"]), int(content["seen"]), items)
             for item in items:
-                validate_task_name(item.task)
+                validate_task_key(item.task)
         except (ValueError, TypeError, KeyError, AttributeError, ConfigError) as exc:
             raise BundleError(f"{source}: not a replay memory ({exc})") from None
         if not 0 <= len(items) <= buffer.capacity or buffer.seen < len(items):

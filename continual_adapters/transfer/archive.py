@@ -23,6 +23,7 @@ from safetensors.torch import save as st_save
 
 from continual_adapters.core.config import ADAPTER_METHODS, TaskSpec, validate_task_name
 from continual_adapters.core.errors import BundleError, ConfigError, IntegrityError, RegistryError, TaskExistsError
+from continual_adapters.core.versions import split_key
 from continual_adapters.files.atomic import atomic_write, sha256_file
 from continual_adapters.files.bundle import bundle_metadata, parse_bundle, read_bundle_file
 from continual_adapters.registry.records import BaseModelRecord
@@ -187,7 +188,8 @@ def import_task(
     manifest = archive.manifest
     spec = check_manifest(manifest, config, tensors, source)
     task, bundle, base_in = manifest["task"], manifest["bundle"], manifest["base_model"]
-    target = validate_task_name(name or spec.name)
+    # An exported later version (key name@N) arrives as a task of its own name unless told otherwise.
+    target = validate_task_name(name or split_key(spec.name)[0])
     base, foreign, warnings = _check_target(registry, base_in, config, target, allow_base_mismatch, source)
     data = archive.bundle if target == spec.name and foreign is None else _restamp(config, tensors, target, foreign)
     state = "recorded from the archive" if base is None else "mismatch allowed" if foreign else "matched"

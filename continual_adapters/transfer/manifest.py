@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from continual_adapters.core.config import ADAPTER_METHODS, HEADS, TaskSpec, validate_task_name
+from continual_adapters.core.config import ADAPTER_METHODS, HEADS, TaskSpec, validate_task_key
 from continual_adapters.core.errors import BundleError, CadaptError, IntegrityError, RegistryError
 from continual_adapters.core.task_modules import TaskModules
 from continual_adapters.files.atomic import is_sha256, sha256_bytes
@@ -166,7 +166,7 @@ def check_manifest(manifest: dict[str, Any], config: dict[str, Any], tensors: di
     base = _need(manifest, "base_model", dict, where)
     try:
         spec = TaskSpec.from_dict(config["task"])
-        validate_task_name(_need(task, "name", str, f"{where}.task"))
+        validate_task_key(_need(task, "name", str, f"{where}.task"))
         check_metric(_need(task, "head", str, f"{where}.task"), _need(task, "primary_metric", str, f"{where}.task"))
     except (CadaptError, KeyError, TypeError) as exc:
         raise BundleError(f"{where}: task is malformed ({exc})") from None

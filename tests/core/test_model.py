@@ -189,3 +189,31 @@ def test_a_released_tasks_modules_are_reused_for_a_loaded_task_of_the_same_shape
         model.remove_task(name)
     taken = [id(model.add_task(spec(f"u{name}"), initialise=False)) in built for name in many]
     assert sum(taken) == MAX_SPARES, "spares are capped"
+
+
+def test_a_spare_is_reused_for_a_task_with_another_label_count_and_answers_as_a_fresh_load(tmp_path):
+    """Spares are keyed by adapter shape and method only: a released 3-label task's modules serve a
+    2-label task, whose head is rebuilt to its size, and the loaded task answers exactly as it does
+    when loaded into a model that never had a spare."""
+    from continual_adapters.files.bundle import load_task, save_task
+
+    torch.manual_seed(0)
+    two = TaskSpec("two", labels=("no", "yes"), adapter=AdapterConfig(bottleneck=8))
+    source = tiny_model().eval()
+    with torch.no_grad():
+        for p in source.add_task(two).parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_task(source, "two", tmp_path / "two.safetensors")
+    ids, mask = tiny_batch()
+
+    fresh = tiny_model().eval()
+    load_task(fresh, tmp_path / "two.safetensors")
+    want = fresh(ids, mask, task="two")
+
+    model = tiny_model().eval()
+    released = id(model.add_task(spec("three")))
+    model.remove_task("three")
+    load_task(model, tmp_path / "two.safetensors")
+    assert id(model.tasks["two"]) == released, "the spare of another label count is taken"
+    assert model.tasks["two"].head.out.out_features == 2
+    assert torch.equal(model(ids, mask, task="two"), want)

@@ -52,8 +52,21 @@ def add_task(
     return reg.finish_task(name, draft(rel, sha, size), evals, {"before": {}, "after": {}})
 
 
-# What turns a schema-3 registry back into the schema-2 one of the previous release, on either backend.
-DOWNGRADE_TO_2 = (
+# What turns a schema-5 registry back into the schema-4 one of the release before task versions, on
+# either backend: its tables, columns and index, and alembic's bookkeeping, which schema 4 predates.
+DOWNGRADE_TO_4 = (
+    "DROP TABLE task_aliases",
+    "DROP TABLE task_promotions",
+    "DROP TABLE cadapt_alembic_version",
+    "DROP INDEX ix_tasks_family_version",
+    "ALTER TABLE tasks DROP COLUMN family",
+    "ALTER TABLE tasks DROP COLUMN version",
+    "ALTER TABLE tasks DROP COLUMN retired_at",
+    "UPDATE cadapt_meta SET value = '4' WHERE key = 'schema_version'",
+)
+
+# What turns a schema-5 registry back into the schema-2 one, on either backend.
+DOWNGRADE_TO_2 = DOWNGRADE_TO_4 + (
     "DROP TABLE task_artifacts",
     "DROP INDEX ix_evaluations_kind_task_id",
     "ALTER TABLE evaluations DROP COLUMN confirmation",

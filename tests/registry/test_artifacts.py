@@ -161,7 +161,7 @@ def test_abort_leaves_no_file_and_remove_deletes_them(backend):
     assert reg.dump() == before and files(reg, "centroids") == [] and len(files(reg, "probes")) == 1
 
     path = reg.artifact_path("a", "probe")
-    assert reg.remove_task("a").status == "retired"
+    assert reg.remove_task("a", purge=True).status == "retired"
     assert not path.exists() and reg.artifacts("a") == [] and reg.dump()["artifacts"] == []
     assert files(reg, "probes") == [] and files(reg, "bundles") == [] and reg.fsck().ok
     reg.close()
@@ -307,7 +307,7 @@ def test_task_table_matches_the_per_task_reads_in_fixed_queries(backend):
     add_task(reg, "t0", [EvaluationDraft("t0", *e) for e in t0], eval_split="validation")
     add_task(reg, "t1", [EvaluationDraft("t1", "test", "accuracy", 0.5)])
     add_task(reg, "t2", [EvaluationDraft("t2", "test", "f1", 0.5)])
-    reg.remove_task("t1")
+    reg.remove_task("t1", purge=True)
     begin(reg, "waiting")
     counts = {}
     for count in (3, 30):

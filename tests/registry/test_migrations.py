@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from continual_adapters.core.errors import SchemaVersionError
 from continual_adapters.registry import SCHEMA_VERSION, EvaluationDraft, Registry
-from tests.registry.helpers import DOWNGRADE_TO_2, add_task
+from tests.registry.helpers import DOWNGRADE_TO_2, DOWNGRADE_TO_4, add_task
 
 B_REGISTERED = EvaluationDraft("b", "test", "accuracy", 0.6)
 
@@ -45,11 +45,11 @@ def test_version_2_registry_is_migrated_in_place(backend):
     for statement in DOWNGRADE_TO_2:
         backend.execute(statement)
     reg = backend.registry()
-    with pytest.raises(SchemaVersionError, match="version 2, older.*cadapt init"):
+    with pytest.raises(SchemaVersionError, match="version 2, older.*cadapt upgrade"):
         reg.tasks()
     assert "task_artifacts" not in schema_shape(reg) and "confirmation" not in schema_shape(reg)["evaluations"][0]
     reg.init()
-    assert backend.execute("SELECT value FROM cadapt_meta") == [(str(SCHEMA_VERSION),)] and SCHEMA_VERSION == 4
+    assert backend.execute("SELECT value FROM cadapt_meta") == [(str(SCHEMA_VERSION),)] and SCHEMA_VERSION == 5
     assert schema_shape(reg) == fresh, "a migrated registry has exactly the tables and indexes of a new one"
     assert reg.dump() == before, "every row and file survives the migration"
     assert reg.confirmations() == (["a", "b"], [["registration", None], ["full", "registration"]])
@@ -64,6 +64,8 @@ def test_version_2_registry_is_migrated_in_place(backend):
 def downgrade_to_3(backend) -> None:
     """Turns a schema-4 registry back into the schema-3 one of the previous release: artifact kinds
     probe and centroids only (SQLite keeps its CHECK in the table's DDL, so the table is rebuilt)."""
+    for statement in DOWNGRADE_TO_4:
+        backend.execute(statement)
     old_check = "kind IN ('probe', 'centroids')"
     if backend.kind == "postgresql":
         backend.execute("ALTER TABLE task_artifacts DROP CONSTRAINT ck_task_artifacts_kind")
@@ -87,7 +89,7 @@ def test_version_3_registry_is_migrated_to_take_method_state(backend):
     reg.close()
     downgrade_to_3(backend)
     reg = backend.registry()
-    with pytest.raises(SchemaVersionError, match="version 3, older.*cadapt init"):
+    with pytest.raises(SchemaVersionError, match="version 3, older.*cadapt upgrade"):
         reg.tasks()
     reg.init()
     reg.init()  # idempotent

@@ -70,7 +70,7 @@ def test_version_1_registry_is_migrated_once(tmp_path):
         sql(reg, statement)
     sql(reg, "ALTER TABLE tasks DROP COLUMN signature")
     sql(reg, "UPDATE cadapt_meta SET value = '1'")
-    with pytest.raises(SchemaVersionError, match="older.*cadapt init"):
+    with pytest.raises(SchemaVersionError, match="older.*cadapt upgrade"):
         Registry(reg._db_file).tasks()
     Registry(reg._db_file).ensure()
     assert [t.name for t in Registry(reg._db_file).tasks()] == ["a"]
@@ -247,13 +247,13 @@ def test_abort_restores_previous_state(tmp_path):
     assert add_task(reg, "b").position == 2
 
 
-def test_remove_task_retires_and_keeps_history(tmp_path):
+def test_purging_a_task_retires_it_deletes_its_files_and_keeps_history(tmp_path):
     reg = make_registry(tmp_path)
     for name in ("a", "b", "c"):
         add_task(reg, name)
     path, evals = reg.bundle_path("b"), reg.evaluations(task="b")
     others = {n: (reg.task(n), reg.bundle(n)) for n in ("a", "c")}
-    removed = reg.remove_task("b")
+    removed = reg.remove_task("b", purge=True)
     assert removed.status == "retired" and removed.position == 2 and not path.exists()
     assert reg.evaluations(task="b") == evals
     assert {n: (reg.task(n), reg.bundle(n)) for n in ("a", "c")} == others

@@ -123,16 +123,16 @@ def test_tensor_changed_in_memory_is_caught_although_the_file_hash_matches(
     replaying the probe can see that. The addition is refused and the registry left as it was."""
     registry, runner = build(tmp_path, data_dir, tiny_encoder_dir, NAMES[:2])
     before = registry.dump()
-    real = bundle_module.load_task
+    real = bundle_module.load_stored_task
 
-    def tampered(model, path, *args, **kwargs):
-        spec = real(model, path, *args, **kwargs)
+    def tampered(model, store, rel, *args, **kwargs):
+        spec = real(model, store, rel, *args, **kwargs)
         if spec.name == "sst2":
             with torch.no_grad():
                 model.task_modules("sst2").head.out.bias.add_(1e-3)
         return spec
 
-    monkeypatch.setattr("continual_adapters.stream.runner.load_task", tampered)
+    monkeypatch.setattr("continual_adapters.stream.runner.load_stored_task", tampered)
     fresh = Runner(registry, encoder=tiny_encoder_dir, progress=False)
     with pytest.raises(IntegrityError, match="'sst2' no longer gives its recorded outputs"):
         fresh.add_task("cr", copy_data(data_dir, tmp_path, "cr"), train=CONFIG)
@@ -159,3 +159,27 @@ def test_earlier_tasks_are_released_after_confirming(tmp_path, data_dir, tiny_en
     """Memory does not grow with the stream: only the task being added stays attached."""
     _, runner = build(tmp_path, data_dir, tiny_encoder_dir)
     assert list(runner.model.tasks) == ["cr"]
+
+
+def test_bundles_read_while_confirming_are_not_hashed_again_afterwards(
+    tmp_path, data_dir, tiny_encoder_dir, monkeypatch
+):
+    """Confirming attaches every earlier bundle, checked against its recorded sha256; the hashes taken
+    after the addition reuse those checks instead of reading each file a third time, and still name
+    the bytes that were read."""
+    registry, runner = build(tmp_path, data_dir, tiny_encoder_dir, NAMES[:2])
+    store_type = type(registry.store)
+    hashed = []
+    real_sha256 = store_type.sha256
+
+    def spy(self, path):
+        hashed.append(path)
+        return real_sha256(self, path)
+
+    monkeypatch.setattr(store_type, "sha256", spy)
+    result = runner.add_task("cr", copy_data(data_dir, tmp_path, "cr"), train=CONFIG)
+    assert result is not None and result.proof["unchanged"]
+    assert set(runner.read_since_start) == {"sst2", "trec"}
+    recorded = {name: registry.bundle(name).sha256 for name in ("sst2", "trec")}
+    assert result.proof["after"]["bundle_files"] == recorded == runner.read_since_start
+    assert not {registry.bundle(name).path for name in recorded} & set(hashed)

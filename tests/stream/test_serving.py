@@ -93,7 +93,7 @@ def test_plain_output_and_errors(stream):
     from continual_adapters.cli import cli
 
     result = CliRunner().invoke(cli, ["--registry", stream["url"], "predict", "--task", "nope", "text"])
-    assert result.exit_code == 1 and "no ready task 'nope'" in result.output
+    assert result.exit_code == 1 and "unknown task 'nope'" in result.output
 
 
 def test_read_inputs_from_every_source(tmp_path):

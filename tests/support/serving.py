@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,20 @@ from tests.support.reliability import write_tiny_data
 #: The tiny stream's tasks and the `--max-length` each is registered with: they differ, so serving
 #: at the recorded length is tested, not assumed.
 TASKS = {"alpha": 32, "beta": 16, "gamma": 24}
+#: add-task's options for the default tiny tasks: adapters of bottleneck 8.
+ADAPTERS = ("--adapter-size", "8")
 
 
-def add_tiny_task(url: Path | str, name: str, encoder: str, folder: Path, seed: int, max_length: int = 32) -> None:
+def add_tiny_task(
+    url: Path | str,
+    name: str,
+    encoder: str,
+    folder: Path,
+    seed: int,
+    max_length: int = 32,
+    options: Sequence[str] = ADAPTERS,
+) -> None:
+    """`cadapt add-task` of a tiny two-label task; `options` choose the method (adapters of size 8)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = write_tiny_data(folder, seed=seed)
     cli_ok(
@@ -41,18 +53,17 @@ def add_tiny_task(url: Path | str, name: str, encoder: str, folder: Path, seed: 
         encoder,
         "--epochs",
         "1",
-        "--adapter-size",
-        "8",
+        *options,
         "--max-length",
         str(max_length),
         "--quiet",
     )
 
 
-def build_registry(root: Path, encoder: str, tasks: dict[str, int] = TASKS) -> Path:
+def build_registry(root: Path, encoder: str, tasks: dict[str, int] = TASKS, options: Sequence[str] = ADAPTERS) -> Path:
     url = root / "registry.db"
     for seed, (name, max_length) in enumerate(tasks.items()):
-        add_tiny_task(url, name, encoder, root / f"data-{name}", seed, max_length)
+        add_tiny_task(url, name, encoder, root / f"data-{name}", seed, max_length, options)
     return url
 
 
