@@ -14,7 +14,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +113,24 @@ def _batches(
 def autocast_for(device: torch.device) -> AbstractContextManager[Any]:
     """The precision every forward of cadapt runs in: bf16 autocast on CUDA, fp32 elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Runs CPU forwards on one thread, for probes: a multi-threaded GEMM splits its sums by the
+    shape of the whole batch, so a row's logits depend on what it is batched with (MiniLM on an
+    AVX-512 CPU: rows in batches of 8 or 16 rows were 2.7e-6 off the same rows alone, at 2 and 4
+    threads); at one thread the 272 batch sizes, widths and positions tried were all bit-identical.
+    The thread count is process-wide, so it is restored on the way out."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _forward(model: ContinualModel, task: str, batch: BatchEncoding, device: torch.device) -> torch.Tensor:

@@ -9,10 +9,10 @@ encoder pass for all of them) and demands the same logits, bit for bit.
 Bit identity holds only if recording and confirming compute the same thing, which decides the
 design (measured on CPU with MiniLM in fp32, and by tests/training/test_probe.py):
 
-* a task's rows give bit-identical logits alone or mixed with other tasks' rows, in any order, as
-  long as they form the same group of at least 2 rows (a 1-row group takes another BLAS path:
-  4e-8 off). So a probe has at least 2 rows (a lone row is repeated), a batch holds whole probes
-  only, and a probe is always one group;
+* a task's rows give bit-identical logits alone or mixed with other tasks' rows, in any order, on
+  one CPU thread (`one_cpu_thread`; at two, the batch's size moves them) and in a group of at least
+  2 rows (a 1-row group takes another BLAS path: 4e-8 off). So probes run on one thread, a probe
+  has at least 2 rows (a lone row is repeated), and a batch holds whole probes only;
 * the padded width is NOT free: some kernel's reduction over the padded length depends on it, so
   widening a batch changes the logits (measured on MiniLM: rows of at most 5 tokens at widths 5 | 6-7 |
   8-11 | 12-15 | 16+ give five different results, rows of 20 tokens 20-31 | 32+, 4e-7 apart). A
@@ -44,7 +44,7 @@ from continual_adapters.core.config import validate_task_key
 from continual_adapters.core.errors import BundleError, ConfigError, DataError
 from continual_adapters.data import strictjson
 from continual_adapters.files.bundle import read_header
-from continual_adapters.training.loop import autocast_for
+from continual_adapters.training.loop import autocast_for, one_cpu_thread
 
 if TYPE_CHECKING:
     from continual_adapters.core.model import ContinualModel
@@ -210,7 +210,7 @@ def replay(model: ContinualModel, probes: Sequence[Probe], tasks_per_batch: int 
     model.eval()
     out: dict[str, torch.Tensor] = {}
     try:
-        with torch.inference_mode(), autocast_for(device):
+        with torch.inference_mode(), autocast_for(device), one_cpu_thread(device):
             for batch in _batches(probes, tasks_per_batch):
                 ids = torch.cat([probe.input_ids for probe in batch]).to(device)
                 mask = torch.cat([probe.attention_mask for probe in batch]).to(device)

@@ -307,3 +307,25 @@ def test_select_rows_takes_the_first_rows(model):
         select_rows(encoded(model, texts(0, 5, 5)), rows=1)
     with pytest.raises(DataError):
         select_rows(Encoded([], torch.tensor([])))
+
+
+def test_probes_run_on_one_cpu_thread_and_the_thread_count_is_restored(model, probes, monkeypatch):
+    """Multi-threaded CPU GEMMs split their sums by the batch's shape, so a row's logits would depend
+    on which other probes share its batch; replaying on one thread keeps them bit-identical."""
+    seen = []
+    forward = model.forward_mixed
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward_mixed", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        verdicts = check(model, list(probes.values()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert all(v.ok for v in verdicts)
+    finally:
+        torch.set_num_threads(before)
