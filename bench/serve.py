@@ -154,20 +154,27 @@ class Client:
         self.local = threading.local()
 
     def post(self, port: int, rows: list[dict]) -> int:
+        """The reply's status, or 599 when no reply came. A kept-alive connection the server has
+        closed meanwhile (uvicorn drops idle ones after 5 s, which the many threads of the
+        per-task setting leave idle) is replaced and the request sent once more on a new one."""
         conns = self.local.__dict__.setdefault("conns", {})
-        if port not in conns:
-            conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn = conns[port]
         body = json.dumps({"inputs": rows}).encode()
-        try:
-            conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        except OSError:
-            conn.close()
-            del conns[port]
-            return 599
+        for attempt in range(2):
+            reused = port in conns
+            if not reused:
+                conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn = conns[port]
+            try:
+                conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            except OSError:
+                conn.close()
+                del conns[port]
+                if not reused or attempt:
+                    break
+        return 599
 
 
 def run_load(send, tasks: int, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
