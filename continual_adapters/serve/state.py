@@ -114,7 +114,6 @@ class ServingState:
     references: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def require(self, name: str) -> ServedTask:
-        """The served version reference `name` names; TaskNotFoundError when none is served."""
         key = self.references.get(name)
         if key is None or key not in self.tasks:
             shown = key or name
@@ -214,10 +213,11 @@ class TaskLoader:
         the thread that runs the model."""
         ready = self._records()
         model = self._ensure_model(ready)
-        self._references = self.registry.references()
+        self._references = self.registry.references()  # `selection` too names versions by reference:
+        self._chosen = None if self.selection is None else {self._references.get(r, r) for r in self.selection}
         if not model.isolates_tasks:
             return self._reload_shared(model, ready, verify)
-        records = {t.name: t for t in ready if self.selection is None or t.name in self.selection}
+        records = {t.name: t for t in ready if self._chosen is None or t.name in self._chosen}
         report = ReloadReport(version=self.state.version + 1)
         bundles = self._bundles(list(records), report)
         tasks = dict(self.state.tasks)
@@ -293,13 +293,13 @@ class TaskLoader:
             loaded = []
         scores = {row.name: row.score for row in self.registry.task_table()} if loaded else {}
         records = {t.name: t for t in ready}
-        wanted = [n for n in loaded if self.selection is None or n in self.selection]
+        wanted = [n for n in loaded if self._chosen is None or n in self._chosen]
         tasks = {n: self._served(records[n], bundles[n], scores.get(n)) for n in wanted}
         old = self.state.tasks
         report.added = [n for n in tasks if n not in old]
         report.replaced = [n for n in tasks if n in old and old[n].bundle_sha256 != tasks[n].bundle_sha256]
         report.removed = [n for n in old if n not in tasks and n not in report.refused]
-        report.refused = {n: r for n, r in report.refused.items() if self.selection is None or n in self.selection}
+        report.refused = {n: r for n, r in report.refused.items() if self._chosen is None or n in self._chosen}
         refused = {
             n: Refusal(n, r, bundles[n].sha256 if n in bundles else None, time.time())
             for n, r in report.refused.items()

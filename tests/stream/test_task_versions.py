@@ -136,6 +136,18 @@ def test_predict_routes_each_row_to_the_version_it_names(url):
         predict_inputs(runner, Inputs(["x"]), "alpha@production")
 
 
+def test_serving_a_selection_of_tasks_takes_references_too(url):
+    loader = TaskLoader(Registry(url), selection=("alpha", "beta@1"))
+    loader.reload()
+    assert set(loader.state.tasks) == {"alpha", "beta"}
+    cli_ok("--registry", url, "promote", "alpha@2")
+    loader.reload()
+    assert set(loader.state.tasks) == {"alpha@2", "beta"}, "a selected bare name follows promotion"
+    assert loader.state.require("alpha").name == "alpha@2"
+    with pytest.raises(TaskNotFoundError):
+        loader.state.require("alpha@1")
+
+
 def test_a_new_version_through_the_python_api(url, tmp_path):
     registry = Registry(url)
     (tmp_path / "v3").mkdir()
