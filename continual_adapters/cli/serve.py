@@ -109,7 +109,8 @@ def serve(
     report = server.start()
     state = server.loader.state
     if selection:
-        missing = [name for name in selection if name not in state.tasks and name not in state.refused]
+        keys = {name: state.references.get(name, name) for name in selection}  # a bare name: its current version
+        missing = [name for name, key in keys.items() if key not in state.tasks and key not in state.refused]
         if missing:
             server.stop()
             raise ConfigError(f"not ready in this registry: {', '.join(missing)}")

@@ -278,6 +278,7 @@ def add_task(
 
 
 @cli.command("audit")
+@click.argument("tasks", nargs=-1)
 @click.option(
     "--tolerance",
     type=float,
@@ -294,15 +295,17 @@ def add_task(
 )
 @json_option
 @click.pass_context
-def audit_command(ctx, tolerance, device, probe_only, as_json):
+def audit_command(ctx, tasks, tolerance, device, probe_only, as_json):
     """Re-verify every task: hashes, re-evaluation, golden logits. Exit 0 only if nothing regressed.
 
-    The outcome is recorded in the registry as its latest audit (what `cadapt serve`'s dashboard shows)."""
+    The outcome is recorded in the registry as its latest audit (what `cadapt serve`'s dashboard shows).
+    TASKS (sst2, sst2@2, sst2@production) audit only the versions they name, and are not recorded."""
     from continual_adapters.stream.audit import audit
     from continual_adapters.stream.runner import Runner
 
     quiet_libraries(True)
-    report = audit(Runner(open_registry(ctx), device=device, progress=False), tolerance, probe_only=probe_only)
+    runner = Runner(open_registry(ctx), device=device, progress=False)
+    report = audit(runner, tolerance, probe_only=probe_only, refs=tasks or None)
     lines = []
     for t in report.tasks:
         if t.confirmed_by == "probe":

@@ -51,9 +51,10 @@ def tasks(ctx, as_json, show_all):
             row["bytes"] = task.bundle_bytes
         rows.append(row)
     lines = [f"{'#':>3}  {'task':<24} {'status':<8} {'method':<9} {'metric':<9} {'value':>7} {'params':>10}"]
+    several = {split_key(r["name"])[0] for r in rows if r["version"] > 1}  # tasks whose current needs saying
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
-        shown = r["name"] + (" *" if r["current"] and r["version"] > 1 else "")
+        shown = r["name"] + (" *" if r["current"] and split_key(r["name"])[0] in several else "")
         lines.append(
             f"{r['position'] or '-':>3}  {shown:<24} {r['status']:<8} {r['method']:<9} "
             f"{r['metric']:<9} {value:>7} {r['params'] or '':>10}"

@@ -101,7 +101,8 @@ def restore_command(ctx, ref, as_json):
     emit(
         {"task": record.family, "key": record.name, "version": record.version, "status": record.status},
         as_json,
-        f"restored {record.ref} ({record.name}); `cadapt audit` fills the matrix entries it missed while retired",
+        f"restored {record.ref}{'' if record.name == record.ref else f' ({record.name})'}; "
+        "`cadapt audit` fills the matrix entries it missed while retired",
     )
 
 

@@ -46,6 +46,16 @@ def sha256_file(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -
     return digest.hexdigest()
 
 
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of the file at `path` itself, not following a link; None when it
+    cannot be read. A cheap sign that a file changed, without reading it."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """A rename is only durable once the directory entry itself reaches the disk."""
     fd = os.open(path, os.O_RDONLY)

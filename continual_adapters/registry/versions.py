@@ -29,7 +29,7 @@ from continual_adapters.core.errors import (
     VersionNotReadyError,
     VersionRetiredError,
 )
-from continual_adapters.core.versions import TaskRef, parse_reference, validate_alias, version_key
+from continual_adapters.core.versions import CURRENT, TaskRef, parse_reference, validate_alias, version_key
 from continual_adapters.registry.records import AliasRecord, PromotionRecord, TaskRecord, VersionSummary, to_record
 from continual_adapters.registry.schema import AliasRow, BundleRow, EvaluationRow, PromotionRow, TaskRow, utc_now
 from continual_adapters.registry.task_artifacts import RegistryArtifacts
@@ -113,14 +113,14 @@ class RegistryVersions(RegistryArtifacts):
         with self._read() as s:
             return to_record(TaskRecord, self._pick(s, parsed))
 
-    def resolve_ready(self, refs: Sequence[str]) -> dict[str, TaskRecord]:
+    def resolve_ready(self, refs: Sequence[str], doing: str = "serve") -> dict[str, TaskRecord]:
         """`resolve` for each of `refs` in one read, refusing any that names a version that cannot be
-        served: VersionRetiredError or VersionNotReadyError naming it."""
+        served (or `doing`, as the error says): VersionRetiredError or VersionNotReadyError naming it."""
         parsed = {ref: parse_reference(ref) for ref in dict.fromkeys(refs)}
         with self._read() as s:
             rows = {ref: self._pick(s, p) for ref, p in parsed.items()}
             for row in rows.values():
-                problem = _unusable(row, "serve")
+                problem = _unusable(row, doing)
                 if problem is not None:
                     raise problem
             return {ref: to_record(TaskRecord, row) for ref, row in rows.items()}
@@ -191,6 +191,20 @@ class RegistryVersions(RegistryArtifacts):
                     bundle_bytes=size,
                 )
             )
+        return out
+
+    def references(self) -> dict[str, str]:
+        """Every reference that names a ready version, to that version's key: ``name@N`` and
+        ``name@alias`` for each ready version, and the bare ``name`` (and ``name@current``) for each
+        task's current version when it is ready. What a server resolves request task names with, so
+        that it answers as `resolve_ready` would without a query per request."""
+        out: dict[str, str] = {}
+        for v in self.versions():
+            if v.status != "ready":
+                continue
+            refs = [f"{v.task}@{v.version}"] + [f"{v.task}@{alias}" for alias in v.aliases]
+            refs += [v.task, f"{v.task}@{CURRENT}"] if v.current else []
+            out.update(dict.fromkeys(refs, v.key))
         return out
 
     def promotions(self, name: str) -> list[PromotionRecord]:

@@ -74,8 +74,11 @@ def check_rows(state: ServingState, rows: Sequence[Row]) -> None:
 def route(
     model: ContinualModel, state: ServingState, rows: Sequence[Row], min_confidence: float | None
 ) -> list[tuple[str | None, str, float | None]]:
-    """(task, source, confidence) per row: given tasks as they are, "auto" rows by the router."""
-    out: list[tuple[str | None, str, float | None]] = [(row.task, "given", None) for row in rows]
+    """(task, source, confidence) per row: given tasks as the versions they name (their keys),
+    "auto" rows by the router."""
+    out: list[tuple[str | None, str, float | None]] = [
+        (row.task if row.task == AUTO else state.require(row.task).name, "given", None) for row in rows
+    ]
     auto = [i for i, row in enumerate(rows) if row.task == AUTO]
     if not auto:
         return out

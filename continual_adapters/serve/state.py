@@ -11,6 +11,10 @@ happens between two batches: no forward pass ever sees a half-attached task. Req
 against the `ServingState` snapshot, replaced whole after each reload, and a task joins that
 snapshot only once attached; so a request sees either the old set of tasks or the new one.
 
+Rows name tasks by reference (core/versions.py): the snapshot maps ``sst2``, ``sst2@2``, ``sst2@prod``
+to the ready versions they name, read at each reload, so a promotion (which moves no file) reaches
+the server at its next poll; a bare name is the current version, "auto" routes among current ones.
+
 Polling compares each served bundle file's inode, size and mtime (cheap: no read); `POST
 /v1/reload` (`verify=True`) hashes every served file again. Nothing here writes to the registry:
 a task without stored routing statistics is simply not routable by `task: "auto"`.
@@ -35,9 +39,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from continual_adapters.core.baselines import model_for_method
-from continual_adapters.core.config import DEFAULT_TOP_LAYERS
+from continual_adapters.core.config import DEFAULT_TOP_LAYERS, VERSION_SEPARATOR
 from continual_adapters.core.errors import CadaptError, IntegrityError, RegistryError, TaskNotFoundError
-from continual_adapters.files.atomic import sha256_file
+from continual_adapters.files.atomic import file_stamp, sha256_file
 from continual_adapters.files.bundle import load_task
 from continual_adapters.registry.artifacts import safe_path
 from continual_adapters.stream.serving import settings_from
@@ -105,13 +109,19 @@ class ServingState:
     refused: Mapping[str, Refusal] = field(default_factory=lambda: MappingProxyType({}))
     identifier: TaskIdentifier | None = None
     loaded_at: float = 0.0
+    #: Task references (``sst2``, ``sst2@2``, ``sst2@production``) to the keys of the ready versions
+    #: they name (`Registry.references`): a bare name is its task's current version.
+    references: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def require(self, name: str) -> ServedTask:
-        if name not in self.tasks:
-            why = f": refused ({self.refused[name].reason})" if name in self.refused else ""
+        key = self.references.get(name)
+        if key is None or key not in self.tasks:
+            shown = key or name
+            why = f": refused ({self.refused[shown].reason})" if shown in self.refused else ""
             served = ", ".join(self.tasks) or "none"
-            raise TaskNotFoundError(f"no served task {name!r}{why} (served: {served})")
-        return self.tasks[name]
+            version = f" (version {key})" if key not in (None, name) else ""
+            raise TaskNotFoundError(f"no served task {name!r}{version}{why} (served: {served})")
+        return self.tasks[key]
 
 
 @dataclass
@@ -140,14 +150,6 @@ def _file_problem(path: os.PathLike[str] | str, record: BundleRecord) -> str | N
     return None
 
 
-def _stamp(path: os.PathLike[str] | str) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
-
-
 class TaskLoader:
     """Keeps a model's attached tasks in line with a registry (see the module docstring)."""
 
@@ -165,6 +167,7 @@ class TaskLoader:
         self._refused_stamps: dict[str, tuple[str, tuple[int, int, int] | None]] = {}
         self._shared_seen: object = None  # a shared-encoder registry's bundles as last loaded
         self._method: str | None = None  # the method the model was built for
+        self._references: dict[str, str] = {}  # as the registry resolved them at this reload
 
     def _records(self) -> list[TaskRecord]:
         if not self.registry.initialized():
@@ -210,9 +213,11 @@ class TaskLoader:
         the thread that runs the model."""
         ready = self._records()
         model = self._ensure_model(ready)
+        self._references = self.registry.references()  # `selection` too names versions by reference:
+        self._chosen = None if self.selection is None else {self._references.get(r, r) for r in self.selection}
         if not model.isolates_tasks:
             return self._reload_shared(model, ready, verify)
-        records = {t.name: t for t in ready if self.selection is None or t.name in self.selection}
+        records = {t.name: t for t in ready if self._chosen is None or t.name in self._chosen}
         report = ReloadReport(version=self.state.version + 1)
         bundles = self._bundles(list(records), report)
         tasks = dict(self.state.tasks)
@@ -224,7 +229,7 @@ class TaskLoader:
         scores: dict[str, float | None] | None = None
         for name, record in bundles.items():
             path = safe_path(self.registry.root, record.path)
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
             current = tasks.get(name)
             if current is not None and current.bundle_sha256 == record.sha256:
                 problem = None if stamp == self._stamps.get(name) and not verify else _file_problem(path, record)
@@ -265,7 +270,7 @@ class TaskLoader:
         report = ReloadReport(version=self.state.version + 1)
         bundles = self._bundles([t.name for t in ready], report)
         paths = {name: safe_path(self.registry.root, record.path) for name, record in bundles.items()}
-        seen = (tuple((n, r.sha256, _stamp(paths[n])) for n, r in bundles.items()), tuple(sorted(report.refused)))
+        seen = (tuple((n, r.sha256, file_stamp(paths[n])) for n, r in bundles.items()), tuple(sorted(report.refused)))
         if seen == self._shared_seen and not verify:
             report.version, report.served = self.state.version, len(self.state.tasks)
             return report
@@ -288,13 +293,13 @@ class TaskLoader:
             loaded = []
         scores = {row.name: row.score for row in self.registry.task_table()} if loaded else {}
         records = {t.name: t for t in ready}
-        wanted = [n for n in loaded if self.selection is None or n in self.selection]
+        wanted = [n for n in loaded if self._chosen is None or n in self._chosen]
         tasks = {n: self._served(records[n], bundles[n], scores.get(n)) for n in wanted}
         old = self.state.tasks
         report.added = [n for n in tasks if n not in old]
         report.replaced = [n for n in tasks if n in old and old[n].bundle_sha256 != tasks[n].bundle_sha256]
         report.removed = [n for n in old if n not in tasks and n not in report.refused]
-        report.refused = {n: r for n, r in report.refused.items() if self.selection is None or n in self.selection}
+        report.refused = {n: r for n, r in report.refused.items() if self._chosen is None or n in self._chosen}
         refused = {
             n: Refusal(n, r, bundles[n].sha256 if n in bundles else None, time.time())
             for n, r in report.refused.items()
@@ -314,10 +319,13 @@ class TaskLoader:
         before = self.state.refused
         report.refused = {n: r for n, r in report.refused.items() if n not in before or before[n].reason != r}
         ordered = dict(sorted(tasks.items(), key=lambda item: (item[1].position or 0, item[0])))
-        changed = moved or bool(report.added or report.removed or report.replaced or report.refused)
+        promoted = self._references != dict(self.state.references)  # a promotion moves no bundle
+        changed = moved or promoted or bool(report.added or report.removed or report.replaced or report.refused)
         identifier = self.state.identifier
         if changed or identifier is None:
-            identifier = self._identifier(model, ordered)
+            # "auto" chooses among current versions only, as `cadapt predict --task auto` does
+            current = {key for ref, key in self._references.items() if VERSION_SEPARATOR not in ref}
+            identifier = self._identifier(model, {n: t for n, t in ordered.items() if n in current})
             ordered = {n: replace(t, routable=n in identifier.tasks) for n, t in ordered.items()}
         self.state = ServingState(
             version=report.version if changed else self.state.version,
@@ -325,6 +333,7 @@ class TaskLoader:
             refused=MappingProxyType(refused),
             identifier=identifier,
             loaded_at=time.time(),
+            references=MappingProxyType(dict(self._references)),
         )
         report.version, report.served = self.state.version, len(ordered)
         return report

@@ -21,6 +21,7 @@ not run one (the `cadapt serve` dashboard).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -264,25 +265,38 @@ def probe_audit(
     return results
 
 
-def audit(runner: Runner, tolerance: float = 0.0, probe_only: bool = False) -> AuditReport:
+def audit(
+    runner: Runner, tolerance: float = 0.0, probe_only: bool = False, refs: Sequence[str] | None = None
+) -> AuditReport:
     """Audits every ready task; base-weight mismatches surface as a problem on every task. Then
     fills the accuracy matrix's holes (concurrent.py) and records the outcome as the registry's
-    latest audit (audit_record.py): the only things an audit writes."""
+    latest audit (audit_record.py): the only things an audit writes.
+
+    `refs` (task references, core/versions.py: ``sst2`` its current version, ``sst2@2``,
+    ``sst2@production``) audits only the versions they name and fills only their holes; a retired
+    or unfinished one is refused with its typed error. Such an audit is not recorded as the
+    registry's latest, which speaks for every task."""
     tasks = runner.registry.tasks()
+    partial = None
+    if refs:
+        chosen = {t.name for t in runner.registry.resolve_ready(refs, "audit").values()}
+        tasks = [t for t in tasks if t.name in chosen]
+        partial = {"recorded": False, "reason": f"an audit of {', '.join(t.name for t in tasks)} only"}
     after = stream_top(runner.registry)
     mode = "probe" if probe_only else "full"
     try:
         runner.load_model()
     except CadaptError as exc:
         report = AuditReport([TaskAudit(t.name, False, [str(exc)]) for t in tasks], tolerance, mode, after_tasks=after)
-        report.record = record_audit(runner.registry, report)
+        report.record = partial or record_audit(runner.registry, report)
         return report
     names, recorded = [t.name for t in tasks], Recorded.read(runner.registry)
     if probe_only:
         report = AuditReport(probe_audit(runner, names, tolerance, recorded=recorded), tolerance, mode)
     else:
         report = AuditReport([audit_task(runner, name, tolerance, recorded) for name in names], tolerance, mode)
-    report.holes = fill_holes(runner, matrix_holes(runner.registry), probe_only)
+    holes = [h for h in matrix_holes(runner.registry) if partial is None or h.task in names]
+    report.holes = fill_holes(runner, holes, probe_only)
     report.after_tasks = after
-    report.record = record_audit(runner.registry, report)
+    report.record = partial or record_audit(runner.registry, report)
     return report

@@ -39,6 +39,8 @@ def test_versions_and_tasks_show_which_version_is_current(url):
         ("alpha@2", 2, "ready", False),
         ("beta", 1, "ready", True),
     ]
+    listed = cli_ok("--registry", url, "tasks").output.splitlines()
+    assert [line.split()[1:3] for line in listed[1:4]] == [["alpha", "*"], ["beta", "ready"], ["alpha@2", "ready"]]
     cli_ok("--registry", url, "promote", "alpha@2")
     text = cli_ok("--registry", url, "versions", "alpha").output.splitlines()
     assert text[1].split()[:4] == ["alpha", "1", "ready", "1"] and text[2].split()[:4] == ["alpha", "2", "ready", "*"]
@@ -75,6 +77,18 @@ def test_alias_promote_show_and_report_speak_of_versions(url):
     assert "| alpha@2ᶜ |" in cli_ok("--registry", url, "report").output
 
 
+def test_the_ledger_counts_a_retired_version_until_it_is_collected(url):
+    cli_ok("--registry", url, "remove", "alpha@2", "--yes")
+    report = json.loads(cli_ok("--registry", url, "report", "--json").output)
+    assert [row["task"] for row in report["ledger"]] == ["alpha", "beta", "alpha@2"], "its bundle is still on disk"
+    assert ("alpha@2", "retired", True) in [(v["key"], v["status"], v["stored"]) for v in report["versions"]]
+    assert "| alpha@2 (retired) |" in cli_ok("--registry", url, "report").output
+    cli_ok("--registry", url, "gc", "--older-than", "0s", "--yes")
+    report = json.loads(cli_ok("--registry", url, "report", "--json").output)
+    assert [row["task"] for row in report["ledger"]] == ["alpha", "beta"], "collected: nothing stored any more"
+    assert ("alpha@2", "retired", False) in [(v["key"], v["status"], v["stored"]) for v in report["versions"]]
+
+
 def test_remove_asks_on_a_terminal_and_says_how_to_restore(url, monkeypatch):
     # The module, not the `main` function that continual_adapters.cli exports under the same name.
     monkeypatch.setattr(importlib.import_module("continual_adapters.cli.main"), "interactive", lambda: True)
@@ -102,6 +116,21 @@ def test_refusals_are_one_error_line(url, tmp_path):
     assert "a duration" in CliRunner().invoke(cli, ["--registry", str(url), "gc", "--older-than", "soon"]).output
     assert "--new-version" in fails(url, "add-task", "alpha", *data_args(tmp_path / "d", 5), *COMMON)
     assert "without --new-version" in fails(url, "add-task", "delta", "--new-version", *data_args(tmp_path / "e", 5))
+
+
+def test_audit_takes_task_references_and_audits_only_those_versions(url):
+    cli_ok("--registry", url, "promote", "alpha@2")
+    cli_ok("--registry", url, "alias", "alpha", "production", "1")
+    for refs, audited in ((["alpha"], ["alpha@2"]), (["alpha@production", "beta"], ["alpha", "beta"])):
+        report = json.loads(cli_ok("--registry", url, "audit", *refs, "--probe", "--json").output)
+        assert report["ok"] and [t["task"] for t in report["tasks"]] == audited
+        assert report["record"]["recorded"] is False, "an audit of some versions is not the registry's audit"
+    text = cli_ok("--registry", url, "audit", "alpha@1").output
+    assert "PASS  alpha " in text and "beta" not in text and "audit passed (1 tasks, exact)" in text
+    assert json.loads(cli_ok("--registry", url, "audit", "--json").output)["record"]["recorded"] is True
+    cli_ok("--registry", url, "remove", "alpha@2", "--yes")
+    assert fails(url, "audit", "alpha").startswith("Error: cannot audit alpha@2: it is retired")
+    assert fails(url, "audit", "alpha@7").startswith("Error: task 'alpha' has no version 7")
 
 
 def test_export_takes_a_version_and_import_registers_it_under_its_task_name(url, tmp_path):

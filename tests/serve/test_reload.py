@@ -1,7 +1,7 @@
 """Tasks change while serving: added and removed tasks appear and disappear without a restart (by
 polling or `POST /v1/reload`), a bundle that does not match its sha256 is refused and reported,
-requests in flight during a reload are all answered, and nothing the server does writes to the
-registry."""
+requests in flight during a reload are all answered, a promotion moves what a bare task name serves,
+and nothing the server does writes to the registry."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from continual_adapters.registry import Registry
 from tests.support.cli import cli_ok
 from tests.support.serving import RunningServer, add_tiny_task
+from tests.support.versions import COMMON, data_args
 
 
 def served_names(running: RunningServer) -> list[str]:
@@ -120,3 +121,25 @@ def test_no_endpoint_writes_to_the_registry(own_registry):
         assert running.call("POST", "/v1/reload").status == 200
         time.sleep(0.3)
     assert registry.dump() == before
+
+
+def test_a_promotion_reaches_the_server_at_its_next_reload(own_registry, tmp_path):
+    """A bare name follows `cadapt promote` (which moves no file); name@N and name@alias are served too,
+    and every answer names the version that gave it."""
+    cli_ok("--registry", own_registry, "add-task", "alpha", "--new-version", *data_args(tmp_path, 5), *COMMON)
+
+    def answered(running: RunningServer, ref: str) -> str:
+        reply = running.predict([{"text": "good film", "task": ref}])
+        assert reply.status == 200, reply.body
+        return reply.json()["predictions"][0]["task"]
+
+    with RunningServer(own_registry) as running:
+        before = [answered(running, ref) for ref in ("alpha", "alpha@1", "alpha@2")]
+        cli_ok("--registry", own_registry, "promote", "alpha@2")
+        cli_ok("--registry", own_registry, "alias", "alpha", "stable", "1")
+        assert running.call("POST", "/v1/reload").status == 200
+        after = [answered(running, ref) for ref in ("alpha", "alpha@1", "alpha@stable", "alpha@current")]
+        unknown = running.predict([{"text": "good film", "task": "alpha@9"}])
+    assert before == ["alpha", "alpha", "alpha@2"]
+    assert after == ["alpha@2", "alpha", "alpha", "alpha@2"]
+    assert (unknown.status, unknown.code) == (404, "unknown_task")

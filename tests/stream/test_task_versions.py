@@ -1,6 +1,7 @@
 """Task versions end to end on the tiny encoder: a task retrained as version 2 beside version 1
 (runner.py `new_version`), promoted, rolled back and promoted again, each time serving exactly the
-version that is current (its recorded golden logits), the audit passing throughout; and a version
+version that is current (its recorded golden logits through `cadapt predict`, its probe's logits bit
+for bit through the serving API), the audit passing throughout; and a version
 retired, restored byte for byte, and collected."""
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import json
 import pytest
 import torch
 
-from continual_adapters.core.errors import TaskExistsError, VersionRetiredError
-from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.core.errors import TaskExistsError, TaskNotFoundError, VersionRetiredError
+from continual_adapters.data.taskdata import DataSpec, load_eval_split
 from continual_adapters.registry import Registry
+from continual_adapters.serve.inference import Row, run_rows
+from continual_adapters.serve.state import TaskLoader
+from continual_adapters.stream.confirm import load_probe
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.serving import Inputs, predict_inputs
 from tests.support.cli import cli_ok
@@ -48,6 +52,22 @@ def serves(url, ref: str, key: str) -> None:
     assert torch.allclose(got, golden, atol=1e-6, rtol=0), (got - golden).abs().max()
 
 
+def serves_probe(loader: TaskLoader, ref: str, key: str) -> None:
+    """The serving API (serve/, what `cadapt serve` runs) answers `ref`'s rows with version `key`,
+    giving its probe's recorded logits bit for bit."""
+    registry = loader.registry
+    probe = load_probe(registry, key)
+    assert probe is not None
+    task = registry.task(key)
+    texts = load_eval_split(task.data, task.labels)[0].texts[: probe.rows]
+    assert loader.model is not None and loader.model.tokenizer is not None
+    padded = loader.model.tokenizer(texts, padding="longest", pad_to_multiple_of=8, return_tensors="pt")
+    assert torch.equal(padded["input_ids"], probe.input_ids), "the probe holds these rows, uncut"
+    answers = run_rows(loader.model, loader.state, [Row(text, None, ref) for text in texts], max_batch=32)
+    assert {a.task for a in answers} == {key}
+    assert torch.equal(torch.tensor([a.logits for a in answers], dtype=torch.float32), probe.logits)
+
+
 def test_version_2_is_trained_and_proved_beside_version_1(versioned):
     registry = Registry(versioned)
     first, second = registry.task("alpha"), registry.task("alpha@2")
@@ -66,7 +86,10 @@ def test_version_2_is_trained_and_proved_beside_version_1(versioned):
 
 
 def test_promote_roll_back_and_promote_again_serve_the_right_adapter(url):
+    loader = TaskLoader(Registry(url))  # one server's loader, running through every step
+    loader.reload()
     serves(url, "alpha", "alpha")
+    serves_probe(loader, "alpha", "alpha")
     audit_ok(url)
     for ref, current in (("alpha@2", "alpha@2"), ("alpha@1", "alpha"), ("alpha@2", "alpha@2")):
         promoted = json.loads(cli_ok("--registry", url, "promote", ref, "--by", "test", "--json").output)
@@ -74,9 +97,29 @@ def test_promote_roll_back_and_promote_again_serve_the_right_adapter(url):
         serves(url, "alpha", current)
         serves(url, "alpha@1", "alpha")
         serves(url, "alpha@2", "alpha@2")
+        served_before = loader.state.version
+        assert loader.reload().served == 3 and loader.state.version > served_before, "a promotion is a change"
+        for name, key in (("alpha", current), ("alpha@current", current), ("alpha@1", "alpha"), ("beta", "beta")):
+            serves_probe(loader, name, key)
+        serves_probe(loader, "alpha@2", "alpha@2")
+        assert loader.state.identifier is not None and set(loader.state.identifier.tasks) <= {current, "beta"}
         report = audit_ok(url)
         assert [t["task"] for t in report["tasks"]] == ["alpha", "beta", "alpha@2"]
     assert [p.version for p in Registry(url).promotions("alpha")] == [2, 1, 2]
+
+
+def test_the_server_refuses_a_reference_to_a_version_it_does_not_serve(url):
+    cli_ok("--registry", url, "alias", "alpha", "production", "2")
+    cli_ok("--registry", url, "promote", "alpha@2")
+    loader = TaskLoader(Registry(url))
+    loader.reload()
+    assert loader.state.require("alpha@production").name == "alpha@2"
+    cli_ok("--registry", url, "remove", "alpha@2", "--yes")
+    loader.reload()
+    for ref in ("alpha", "alpha@2", "alpha@production", "alpha@9", "zzz"):
+        with pytest.raises(TaskNotFoundError, match="no served task"):
+            loader.state.require(ref)
+    assert loader.state.require("alpha@1").name == "alpha" and set(loader.state.tasks) == {"alpha", "beta"}
 
 
 def test_predict_routes_each_row_to_the_version_it_names(url):
@@ -91,6 +134,18 @@ def test_predict_routes_each_row_to_the_version_it_names(url):
     cli_ok("--registry", url, "remove", "alpha@1", "--yes")
     with pytest.raises(VersionRetiredError, match="alpha@1: it is retired"):
         predict_inputs(runner, Inputs(["x"]), "alpha@production")
+
+
+def test_serving_a_selection_of_tasks_takes_references_too(url):
+    loader = TaskLoader(Registry(url), selection=("alpha", "beta@1"))
+    loader.reload()
+    assert set(loader.state.tasks) == {"alpha", "beta"}
+    cli_ok("--registry", url, "promote", "alpha@2")
+    loader.reload()
+    assert set(loader.state.tasks) == {"alpha@2", "beta"}, "a selected bare name follows promotion"
+    assert loader.state.require("alpha").name == "alpha@2"
+    with pytest.raises(TaskNotFoundError):
+        loader.state.require("alpha@1")
 
 
 def test_a_new_version_through_the_python_api(url, tmp_path):
