@@ -39,49 +39,6 @@ from continual_adapters.registry.schema import (
 )
 
 
-def signed_fields(s: Session, task: TaskRow) -> dict[str, Any]:
-    """What a task's signature covers: everything a reader trusts about it, but no timestamps or
-    owner, which change without changing what the task is. JSON-normalised so values freshly set
-    on a row sign the same as the ones a later read gets back from the database. Artifacts and an
-    evaluation's confirmation (schema 3) only enter when present, so older signatures still hold."""
-    bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
-    evals = s.scalars(select(EvaluationRow).where(EvaluationRow.task_id == task.id)).all()
-    artifacts = s.scalars(select(ArtifactRow).where(ArtifactRow.task_id == task.id)).all()
-    fields = {
-        "name": task.name,
-        "position": task.position,
-        "labels": task.labels,
-        "head": task.head,
-        "method": task.method,
-        "primary_metric": task.primary_metric,
-        "data": task.data,
-        "proof": task.proof,
-        "bundle": None
-        if bundle is None
-        else {
-            "path": bundle.path,
-            "sha256": bundle.sha256,
-            "size_bytes": bundle.size_bytes,
-            "config": bundle.config,
-            "param_counts": bundle.param_counts,
-            "hyperparameters": bundle.hyperparameters,
-            "seed": bundle.seed,
-        },
-        "evaluations": sorted(
-            (
-                [e.after_tasks, e.split, e.metric, e.kind, float(e.value), e.predictions_sha256]
-                + ([e.confirmation] if e.confirmation is not None else [])
-                for e in evals
-            ),
-            key=lambda e: (e[0], e[1], e[2], e[3]),
-        ),
-    }
-    if artifacts:
-        fields["artifacts"] = sorted([a.kind, a.path, a.sha256, a.size_bytes] for a in artifacts)
-    normalised: dict[str, Any] = json.loads(json.dumps(fields, default=str))
-    return normalised
-
-
 def _ids_of(names: Sequence[str]) -> ScalarSelect[int]:
     """The named tasks' ids, for ``EvaluationRow.task_id.in_``: filtering on the names through the
     join instead lets SQLite walk every row of a kind in the registry (its kind index) to read a few

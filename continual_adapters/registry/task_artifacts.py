@@ -25,9 +25,9 @@ from continual_adapters.files.atomic import is_sha256
 from continual_adapters.registry import signing
 from continual_adapters.registry.artifacts import file_problem, read_checked, remove_entry, task_file
 from continual_adapters.registry.fsck import RegistryChecks
-from continual_adapters.registry.queries import signed_fields
 from continual_adapters.registry.records import ArtifactDraft, ArtifactRecord, to_record
 from continual_adapters.registry.schema import ARTIFACT_FOLDERS, ARTIFACT_KINDS, ArtifactRow, TaskRow, utc_now
+from continual_adapters.registry.signed import signed_fields, signed_fields_of
 
 
 def artifact_folder(kind: str) -> str:
@@ -49,8 +49,9 @@ class RegistryArtifacts(RegistryChecks):
                 raise RegistryError(f"registry {self._shown} is signed: set {signing.KEY_ENV} to write to it")
             return
         s.flush()
+        fields = signed_fields_of(s, tasks)
         for task in tasks:
-            task.signature = signing.sign(key, signed_fields(s, task))
+            task.signature = signing.sign(key, fields[task.id])
 
     def _check_artifact(self, name: str, draft: ArtifactDraft) -> None:
         """The draft names the file ``write_artifact`` wrote for this task, and that file is intact."""
@@ -170,8 +171,9 @@ class RegistryArtifacts(RegistryChecks):
                 .where(TaskRow.name.in_(names), ArtifactRow.kind == kind)
             ).all()
             if key is not None:
+                fields = signed_fields_of(s, [task for task, _ in rows])
                 for task, _ in rows:
-                    if not signing.verify(key, signed_fields(s, task), task.signature):
+                    if not signing.verify(key, fields[task.id], task.signature):
                         raise IntegrityError(f"task {task.name!r}: its recorded fields do not match their signature")
             found = {task.name: (row.path, row.sha256, row.size_bytes) for task, row in rows}
         return {
