@@ -54,12 +54,19 @@ def _matrix(R: Matrix) -> np.ndarray:
     size = len(rows)
     if size == 0:
         raise ConfigError("accuracy matrix is empty")
-    out = np.full((size, size), np.nan)
     for i, row in enumerate(rows):
         if isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
             raise ConfigError(f"accuracy matrix row {i} is not a sequence: {row!r}")
         if len(row) != size:
             raise ConfigError(f"accuracy matrix must be square: row {i} has {len(row)} cells, expected {size}")
+    try:  # numpy reads None as NaN; cell by cell took 0.2 s per metric at 200 tasks
+        fast = np.array(rows, dtype=float)
+    except (TypeError, ValueError):
+        fast = None  # a cell that is not a number: found below, to name it
+    if fast is not None and fast.shape == (size, size):
+        return fast
+    out = np.full((size, size), np.nan)
+    for i, row in enumerate(rows):
         for j, value in enumerate(row):
             out[i, j] = _as_float(value, f"R[{i}][{j}]")
     return out

@@ -10,6 +10,7 @@ only reads, except for that repair, and never changes a row that is still in use
 
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,18 +18,20 @@ from sqlalchemy.orm import Session
 from continual_adapters.core.errors import IntegrityError, RegistryError
 from continual_adapters.registry import signing
 from continual_adapters.registry.artifacts import file_problem, owned_by, owner_alive, remove_entry, task_entries
-from continual_adapters.registry.queries import RegistryQueries, signed_fields
+from continual_adapters.registry.queries import RegistryQueries
 from continual_adapters.registry.records import BundleRecord, FsckReport, to_record
 from continual_adapters.registry.schema import ArtifactRow, BundleRow, TaskRow, utc_now
+from continual_adapters.registry.signed import signed_fields, signed_fields_of
 
 # A pending row of another host cannot be checked by pid, so it counts as dead after this long.
 DEFAULT_STALE_AFTER = 24 * 3600.0
 
 
-def _signature_problem(s: Session, task: TaskRow, key: bytes) -> str | None:
+def _signature_problem(s: Session, task: TaskRow, key: bytes, fields: dict[str, Any] | None = None) -> str | None:
+    """`fields`: the task's `signed_fields` when the caller read them for many tasks at once."""
     if task.signature is None:
         return f"task {task.name!r} is not signed, but {signing.KEY_ENV} is set"
-    if not signing.verify(key, signed_fields(s, task), task.signature):
+    if not signing.verify(key, signed_fields(s, task) if fields is None else fields, task.signature):
         return (
             f"task {task.name!r}: its recorded fields do not match their signature "
             "(edited outside cadapt, or signed with another key)"
@@ -69,11 +72,13 @@ class RegistryChecks(RegistryQueries):
                 .where(TaskRow.name.in_(names))
             ).all()
             found = {task.name: (task, bundle) for task, bundle in rows}
+            fields = signed_fields_of(s, [task for task, _ in rows]) if key is not None else {}
             for name in names:
                 if name not in found:
                     self._task_row(s, name)  # TaskNotFoundError for an unknown name
                     raise RegistryError(f"task {name!r} has no bundle")
-                problem = None if key is None else _signature_problem(s, found[name][0], key)
+                task = found[name][0]
+                problem = None if key is None else _signature_problem(s, task, key, fields[task.id])
                 if problem is not None:
                     raise IntegrityError(problem)
             return {name: to_record(BundleRecord, found[name][1], task=name) for name in names}
@@ -105,8 +110,9 @@ class RegistryChecks(RegistryQueries):
                 .where(TaskRow.status.in_(("ready", "retired")))
                 .order_by(TaskRow.name)
             ).all()
+            fields = signed_fields_of(s, [task for task, _ in ready]) if key is not None else {}
             for task, b in ready:
-                if key is not None and _signature_problem(s, task, key) is not None:
+                if key is not None and _signature_problem(s, task, key, fields[task.id]) is not None:
                     unsigned.append(task.name)
                 if task.status != "ready" and b is None:
                     continue  # purged: nothing of it is kept

@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ScalarSelect, and_, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from continual_adapters.core.errors import RegistryError, TaskNotFoundError
 from continual_adapters.registry import records
@@ -39,47 +39,11 @@ from continual_adapters.registry.schema import (
 )
 
 
-def signed_fields(s: Session, task: TaskRow) -> dict[str, Any]:
-    """What a task's signature covers: everything a reader trusts about it, but no timestamps or
-    owner, which change without changing what the task is. JSON-normalised so values freshly set
-    on a row sign the same as the ones a later read gets back from the database. Artifacts and an
-    evaluation's confirmation (schema 3) only enter when present, so older signatures still hold."""
-    bundle = s.scalar(select(BundleRow).where(BundleRow.task_id == task.id))
-    evals = s.scalars(select(EvaluationRow).where(EvaluationRow.task_id == task.id)).all()
-    artifacts = s.scalars(select(ArtifactRow).where(ArtifactRow.task_id == task.id)).all()
-    fields = {
-        "name": task.name,
-        "position": task.position,
-        "labels": task.labels,
-        "head": task.head,
-        "method": task.method,
-        "primary_metric": task.primary_metric,
-        "data": task.data,
-        "proof": task.proof,
-        "bundle": None
-        if bundle is None
-        else {
-            "path": bundle.path,
-            "sha256": bundle.sha256,
-            "size_bytes": bundle.size_bytes,
-            "config": bundle.config,
-            "param_counts": bundle.param_counts,
-            "hyperparameters": bundle.hyperparameters,
-            "seed": bundle.seed,
-        },
-        "evaluations": sorted(
-            (
-                [e.after_tasks, e.split, e.metric, e.kind, float(e.value), e.predictions_sha256]
-                + ([e.confirmation] if e.confirmation is not None else [])
-                for e in evals
-            ),
-            key=lambda e: (e[0], e[1], e[2], e[3]),
-        ),
-    }
-    if artifacts:
-        fields["artifacts"] = sorted([a.kind, a.path, a.sha256, a.size_bytes] for a in artifacts)
-    normalised: dict[str, Any] = json.loads(json.dumps(fields, default=str))
-    return normalised
+def _ids_of(names: Sequence[str]) -> ScalarSelect[int]:
+    """The named tasks' ids, for ``EvaluationRow.task_id.in_``: filtering on the names through the
+    join instead lets SQLite walk every row of a kind in the registry (its kind index) to read a few
+    tasks' rows, O(N^2) rows for reads made a round of tasks at a time."""
+    return select(TaskRow.id).where(TaskRow.name.in_(names)).scalar_subquery()
 
 
 def _statuses(include_retired: bool, include_pending: bool) -> set[str]:
@@ -144,20 +108,56 @@ class RegistryQueries(RegistryDatabase):
         )
         return [to_record(EvaluationRecord, ev, task=name) for ev, name, _ in rows]
 
-    def evaluations_of(self, names: Sequence[str], full_only: bool = False) -> dict[str, list[EvaluationRecord]]:
-        """Every evaluation row of each named task in one query, in `evaluations` order. `full_only`
-        keeps the rows that scored the task in full (its registration and full re-scores), not the
-        one row per later addition that carried a score forward: without it, confirming N tasks
-        would read O(N^2) rows."""
+    def evaluations_of(
+        self, names: Sequence[str], full_only: bool = False, kind: str | None = None
+    ) -> dict[str, list[EvaluationRecord]]:
+        """Every evaluation row of each named task in one query, in `evaluations` order, only those of
+        `kind` if given. `full_only` keeps the rows that scored the task in full (its registration and
+        full re-scores), not the one row per later addition that carried a score forward: without it,
+        confirming N tasks would read O(N^2) rows."""
         with self._read() as s:
             stmt = select(EvaluationRow, TaskRow.name).join(TaskRow, TaskRow.id == EvaluationRow.task_id)
-            stmt = stmt.where(TaskRow.name.in_(names))
+            stmt = stmt.where(EvaluationRow.task_id.in_(_ids_of(names)))  # not every row of a kind: see below
+            stmt = stmt.where(EvaluationRow.kind == kind) if kind is not None else stmt
             if full_only:
                 full = or_(EvaluationRow.confirmation.is_(None), EvaluationRow.confirmation == "full")
-                stmt = stmt.where(or_(EvaluationRow.kind == "registration", and_(EvaluationRow.kind == "reeval", full)))
+                # One IN of kinds, so the (kind, task_id) index serves: an OR read every row of both kinds.
+                stmt = stmt.where(EvaluationRow.kind.in_(("registration", "reeval")))
+                stmt = stmt.where(or_(EvaluationRow.kind == "registration", full))
             rows = s.execute(stmt).all()
         out: dict[str, list[EvaluationRecord]] = {name: [] for name in names}
         for ev, name in sorted(rows, key=lambda r: (r[0].after_tasks, r[0].metric, r[0].split, r[0].kind)):
+            out[name].append(to_record(EvaluationRecord, ev, task=name))
+        return out
+
+    def reevals_unlike_registration(self, names: Sequence[str]) -> dict[str, list[EvaluationRecord]]:
+        """Each named task's reeval rows on its primary metric whose value or predictions hash differs
+        from one of its registration rows on the same split, in `evaluations` order. They are the
+        only rows the audit's check that an unchanged task still scores what it scored at
+        registration can object to; the database finds them, where reading every task's history
+        (one row per later addition) would bring O(N^2) rows into Python."""
+        registration = aliased(EvaluationRow)
+        same = and_(
+            registration.task_id == EvaluationRow.task_id,
+            registration.kind == "registration",
+            registration.metric == EvaluationRow.metric,
+            registration.split == EvaluationRow.split,
+        )
+        differs = or_(
+            EvaluationRow.value.is_distinct_from(registration.value),
+            EvaluationRow.predictions_sha256.is_distinct_from(registration.predictions_sha256),
+        )
+        with self._read() as s:
+            rows = s.execute(
+                select(EvaluationRow, TaskRow.name)
+                .join(TaskRow, TaskRow.id == EvaluationRow.task_id)
+                .join(registration, same)
+                .where(EvaluationRow.task_id.in_(_ids_of(names)), EvaluationRow.kind == "reeval")
+                .where(EvaluationRow.metric == TaskRow.primary_metric, differs)
+            ).all()
+        unique = {ev.id: (ev, name) for ev, name in rows}.values()  # one per registration row it differs from
+        out: dict[str, list[EvaluationRecord]] = {name: [] for name in names}
+        for ev, name in sorted(unique, key=lambda r: (r[0].after_tasks, r[0].metric, r[0].split, r[0].kind)):
             out[name].append(to_record(EvaluationRecord, ev, task=name))
         return out
 
@@ -166,12 +166,8 @@ class RegistryQueries(RegistryDatabase):
     ) -> tuple[list[str], list[list[float | None]]]:
         """R[i][j]: task j after the (i+1)-th task joined. Without ``split`` each task is read on the split
         it was evaluated on: ``data["eval_split"]``, else that of its own registration evaluation."""
-        names, cells = self._matrix_cells(metric, split, ("registration", "reeval"))
-        matrix: list[list[float | None]] = [[None] * len(names) for _ in names]
-        for i, j, e in cells:
-            if matrix[i][j] is None:
-                matrix[i][j] = e.value
-        return names, matrix
+        matrix = self.matrix(metric, split)
+        return matrix.tasks, matrix.values
 
     def confirmations(
         self, metric: str | None = None, split: str | None = None
@@ -180,45 +176,62 @@ class RegistryQueries(RegistryDatabase):
         "registration" (the diagonal), "full" (re-scored on its data), "probe" (outputs proved
         identical by the task's probe, the last full score carried forward), "skipped" (not
         checked), or None where there is no entry. A reeval row of schema 2 counts as "full"."""
-        names, cells = self._matrix_cells(metric, split, ("registration", "reeval", "skipped"))
-        matrix: list[list[str | None]] = [[None] * len(names) for _ in names]
-        for i, j, e in cells:
-            if matrix[i][j] is None:
-                matrix[i][j] = e.kind if e.kind != "reeval" else e.confirmation or "full"
-        return names, matrix
+        matrix = self.matrix(metric, split)
+        return matrix.tasks, matrix.confirmed_by
+
+    def matrix(self, metric: str | None = None, split: str | None = None) -> records.AccuracyMatrix:
+        """``accuracy_matrix`` and ``confirmations`` from one read: the report needs both, and each
+        reads one row per entry, N^2/2 at N tasks. An entry is its first row in EVAL_KINDS order
+        (registration, then reeval, then skipped); a skipped row gives a confirmation but no value."""
+        names, cells = self._matrix_cells(metric, split)
+        values: list[list[float | None]] = [[None] * len(names) for _ in names]
+        confirmed_by: list[list[str | None]] = [[None] * len(names) for _ in names]
+        for i, j, kind, value, confirmation in cells:
+            if confirmed_by[i][j] is None:
+                confirmed_by[i][j] = kind if kind != "reeval" else confirmation or "full"
+            if values[i][j] is None and kind != "skipped":
+                values[i][j] = value
+        return records.AccuracyMatrix(names, values, confirmed_by)
 
     def _matrix_cells(
-        self, metric: str | None, split: str | None, kinds: tuple[str, ...]
-    ) -> tuple[list[str], list[tuple[int, int, EvaluationRow]]]:
-        """The tasks of the matrix in stream order, and (row, column, evaluation) for each evaluation
-        of one of ``kinds`` that lands in it, registration rows first, then in EVAL_KINDS order."""
+        self, metric: str | None, split: str | None
+    ) -> tuple[list[str], list[tuple[int, int, str, float, str | None]]]:
+        """The tasks of the matrix in stream order, and (row, column, kind, value, confirmation) for
+        each evaluation that lands in it, in EVAL_KINDS order. The database keeps only rows of the
+        column's metric and reads plain columns: ORM objects for every row of every metric cost
+        seconds at 200 tasks (60,000 rows, read twice)."""
+        in_matrix = (TaskRow.position.is_not(None), TaskRow.status.in_(("ready", "retired")))
+        on_metric = EvaluationRow.metric == (TaskRow.primary_metric if metric is None else metric)
         with self._read() as s:
-            tasks = s.scalars(
-                select(TaskRow)
-                .where(TaskRow.position.is_not(None), TaskRow.status.in_(("ready", "retired")))
+            tasks = s.execute(
+                select(TaskRow.id, TaskRow.name, TaskRow.position, TaskRow.data)
+                .where(*in_matrix)
                 .order_by(TaskRow.position)
             ).all()
-            evals = s.scalars(select(EvaluationRow).where(EvaluationRow.kind.in_(kinds))).all()
+            evals = s.execute(
+                select(
+                    EvaluationRow.task_id,
+                    EvaluationRow.after_tasks,
+                    EvaluationRow.kind,
+                    EvaluationRow.split,
+                    EvaluationRow.value,
+                    EvaluationRow.confirmation,
+                )
+                .join(TaskRow, TaskRow.id == EvaluationRow.task_id)
+                .where(*in_matrix, on_metric, EvaluationRow.kind.in_(("registration", "reeval", "skipped")))
+            ).all()
         column = {t.id: j for j, t in enumerate(tasks)}
-        metrics = [metric or t.primary_metric for t in tasks]
-        splits = [split] * len(tasks)
-        registered: dict[int, list[tuple[int, str, str]]] = {}  # one pass: per task was O(tasks x rows)
+        position = {t.id: t.position for t in tasks}
+        own: dict[int, set[str]] = {}
         for e in evals:
-            if e.kind == "registration":
-                registered.setdefault(e.task_id, []).append((e.after_tasks, e.metric, e.split))
-        for j, t in enumerate(tasks):
-            own = {sp for after, m, sp in registered.get(t.id, []) if after == t.position and m == metrics[j]}
-            splits[j] = split or t.data.get("eval_split") or min(own, default=None)
-        cells = []
-        for e in sorted(evals, key=lambda e: EVAL_KINDS.index(e.kind)):
-            col = column.get(e.task_id)
-            if (
-                col is None
-                or not 1 <= e.after_tasks <= len(tasks)
-                or (e.metric, e.split) != (metrics[col], splits[col])
-            ):
-                continue
-            cells.append((e.after_tasks - 1, col, e))
+            if e.kind == "registration" and e.after_tasks == position[e.task_id]:
+                own.setdefault(e.task_id, set()).add(e.split)
+        splits = [split or t.data.get("eval_split") or min(own.get(t.id, ()), default=None) for t in tasks]
+        cells = [
+            (e.after_tasks - 1, column[e.task_id], e.kind, e.value, e.confirmation)
+            for e in sorted(evals, key=lambda e: EVAL_KINDS.index(e.kind))
+            if 1 <= e.after_tasks <= len(tasks) and e.split == splits[column[e.task_id]]
+        ]
         return [t.name for t in tasks], cells
 
     def task_table(self, include_retired: bool = False, include_pending: bool = False) -> list[records.TaskSummary]:

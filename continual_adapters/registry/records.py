@@ -132,6 +132,16 @@ class TaskSummary:
 
 
 @dataclass(frozen=True)
+class AccuracyMatrix:
+    """The accuracy matrix and how each entry was confirmed (``Registry.matrix``): ``values[i][j]`` is
+    task j's score after the (i+1)-th task joined, ``confirmed_by[i][j]`` how it was obtained."""
+
+    tasks: list[str]
+    values: list[list[float | None]]
+    confirmed_by: list[list[str | None]]
+
+
+@dataclass(frozen=True)
 class FsckReport:
     """``repaired`` means orphans and dead pending rows listed here were removed by this run.
 

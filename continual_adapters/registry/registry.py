@@ -268,13 +268,14 @@ class Registry(RegistryRetention):
                     f"confirmation {e.confirmation!r} of a {e.kind} evaluation of task {e.task!r}: only earlier "
                     f"tasks' scores are confirmed, as one of {', '.join(CONFIRMATIONS)}"
                 )
-        ids = {}
-        for name in sorted({e.task for e in evaluations}):
-            row = self._task_row(s, name)
-            if row.status not in ("ready", "retired") and name != finishing:
-                raise RegistryError(f"cannot record evaluations of task {name!r}: it is {row.status}")
-            ids[name] = row.id
-        return ids
+        names = sorted({e.task for e in evaluations})  # one query: an addition or an audit names every task
+        rows = s.execute(select(TaskRow.name, TaskRow.id, TaskRow.status).where(TaskRow.name.in_(names))).all()
+        found = {name: (task_id, status) for name, task_id, status in rows}
+        for name in names:
+            status = found[name][1] if name in found else self._task_row(s, name).status  # TaskNotFoundError
+            if status not in ("ready", "retired") and name != finishing:
+                raise RegistryError(f"cannot record evaluations of task {name!r}: it is {status}")
+        return {name: found[name][0] for name in names}
 
     def finish_task(
         self,
@@ -364,12 +365,16 @@ class Registry(RegistryRetention):
             if not 1 <= after_tasks <= top:
                 raise ConfigError(f"after_tasks must be between 1 and {top}, got {after_tasks}")
             ids, now = self._draft_task_ids(s, evaluations, finishing=None), utc_now()
-            for e in evaluations:
-                row = s.scalar(
-                    select(EvaluationRow).filter_by(
-                        task_id=ids[e.task], after_tasks=after_tasks, split=e.split, metric=e.metric, kind=e.kind
-                    )
+            existing = s.scalars(
+                select(EvaluationRow).where(
+                    EvaluationRow.after_tasks == after_tasks,
+                    EvaluationRow.task_id.in_(set(ids.values())),
+                    EvaluationRow.kind.in_({e.kind for e in evaluations}),
                 )
+            )  # one read for the batch: an audit writes two rows per task
+            rows = {(r.task_id, r.split, r.metric, r.kind): r for r in existing}
+            for e in evaluations:
+                row = rows.get((ids[e.task], e.split, e.metric, e.kind))
                 if row is None:
                     row = EvaluationRow(
                         task_id=ids[e.task], after_tasks=after_tasks, split=e.split, metric=e.metric, kind=e.kind

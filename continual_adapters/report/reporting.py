@@ -107,20 +107,25 @@ def format_task_details(d: dict) -> str:
 
 
 def stream_report(registry: Registry) -> dict:
-    """The stream in one structure: tasks, R, the CL metrics (cl_metrics.py) and the growth ledger."""
+    """The stream in one structure: tasks, R, the CL metrics (cl_metrics.py) and the growth ledger.
+    A fixed number of queries however many tasks (tests/report/test_report_queries.py): at 200 tasks
+    a query per task, or ORM objects for every evaluation row, cost seconds."""
     from continual_adapters.metrics.continual import forgetting_per_task, summarize
     from continual_adapters.metrics.ledger import growth_ledger, ledger_totals
 
     base = registry.base_model()
-    tasks = registry.tasks()
-    names, matrix = registry.accuracy_matrix()
+    every = registry.tasks(include_retired=True)
+    tasks = [t for t in every if t.status == "ready"]
+    accuracy = registry.matrix()
+    names, matrix = accuracy.tasks, accuracy.values
     # Every version whose files are stored counts in the ledger (a retired one until it is purged):
     # storage is real whether or not a version serves.
     versions = {v.key: v for v in registry.versions()}
-    stored = [t for t in registry.tasks(include_retired=True) if t.status == "ready" or versions[t.name].restorable]
+    stored = [t for t in every if t.status == "ready" or versions[t.name].restorable]
+    bundles = registry.bundles([t.name for t in stored], check_signatures=False) if stored else {}
     rows = []
     for task in stored:
-        counts = registry.bundle(task.name).param_counts
+        counts = bundles[task.name].param_counts
         rows.append(
             {
                 "name": task.name,
@@ -153,7 +158,7 @@ def stream_report(registry: Registry) -> dict:
         "matrix": {
             "tasks": names,
             "R": matrix,
-            "confirmed_by": registry.confirmations()[1],
+            "confirmed_by": accuracy.confirmed_by,
             "current": [versions[n].current if n in versions else False for n in names],
         },
         "versions": [
@@ -174,11 +179,10 @@ def method_state(registry: Registry, names: list[str]) -> dict:
     per kind, and the latest replay memory's examples, a storage and a privacy cost of the method."""
     kinds: dict[str, int] = {}
     latest = None
-    for name in names:
-        for artifact in registry.artifacts(name):
-            if artifact.kind in METHOD_STATE_KINDS.values():
-                kinds[artifact.kind] = kinds.get(artifact.kind, 0) + artifact.size_bytes
-                latest = name if artifact.kind == METHOD_STATE_KINDS["replay"] else latest
+    for name, artifacts in registry.artifacts_of(names, list(METHOD_STATE_KINDS.values())).items():
+        for artifact in artifacts:
+            kinds[artifact.kind] = kinds.get(artifact.kind, 0) + artifact.size_bytes
+            latest = name if artifact.kind == METHOD_STATE_KINDS["replay"] else latest
     replay = None
     if latest is not None:  # only a replay stream pays for importing the model libraries here
         from continual_adapters.stream.methods import replay_summary

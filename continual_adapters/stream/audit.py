@@ -120,7 +120,7 @@ def audit_task(runner: Runner, name: str, tolerance: float, recorded_rows: Recor
     result.predictions_equal = evaluation.predictions_sha256 == recorded[0].predictions_sha256
     if not result.predictions_equal and tolerance == 0:
         result.problems.append("predictions differ from those recorded (hash mismatch)")
-    reevals = registry.evaluations(name, kind="reeval")
+    reevals = registry.reevals_unlike_registration([name])[name]
     checks = recorded_rows or Recorded.read(registry)
     result.problems.extend(record_problems(runner, task, recorded[0], tolerance, checks, reevals))
     golden = torch.tensor((task.proof or {}).get("golden", {}).get("logits", []))
@@ -161,9 +161,11 @@ def record_problems(
 ) -> list[str]:  # fmt: skip
     """Rows that must agree with each other or with the attached model, so an edit to one of them
     shows even without a signing key: labels and parameter counts against the bundle, the proof
-    against the base and bundle rows, and re-evaluations (`reevals`, the task's rows of kind
-    reeval) against the registration score wherever the proof of the task added at that step says
-    earlier tasks were unchanged."""
+    against the base and bundle rows, and re-evaluations against the registration score wherever
+    the proof of the task added at that step says earlier tasks were unchanged. `reevals` are the
+    task's rows of kind reeval, or only those that differ from its registration rows
+    (`Registry.reevals_unlike_registration`): the others cannot fail the check, and there is one
+    per later addition."""
     model, problems = runner.model, []
     bundle = recorded.bundles[task.name]
     if list(model.spec(task.name).labels) != list(task.labels):
@@ -194,6 +196,33 @@ def record_problems(
     return problems
 
 
+def bundle_rows(registry: Registry, names: list[str], audits: dict[str, TaskAudit]) -> dict[str, BundleRecord]:
+    """The bundle rows of `names` (with a key, each checked against its task's signature) in one
+    query; if that fails, task by task, so the failure lands on its task, which is left out."""
+    try:
+        return registry.bundles(names)
+    except CadaptError:
+        pass
+    out = {}
+    for name in names:
+        try:
+            out[name] = registry.verify_bundle(name)
+        except CadaptError as exc:
+            audits[name].problems.append(str(exc))
+    return out
+
+
+def bundle_problem(registry: Registry, name: str) -> str | None:
+    """What is wrong with a bundle that would not load, said against its row (missing, size, sha256)
+    by `verify_bundle`, which is only run then: loading already checks the sha256 of the bytes it
+    reads, so hashing every file beforehand would read each one twice."""
+    try:
+        registry.verify_bundle(name)
+    except CadaptError as exc:
+        return str(exc)
+    return None
+
+
 def stored_probes(registry: Registry, names: list[str], audits: dict[str, TaskAudit]) -> dict[str, Probe | None]:
     """The probes of `names`, read in one query; if that fails (a tampered row), task by task, so the
     failure lands on its task: None there, with the problem recorded. Tasks without one are absent."""
@@ -220,7 +249,8 @@ def probe_audit(
     runner: Runner, names: list[str], tolerance: float, note: str | None = None, recorded: Recorded | None = None
 ) -> list[TaskAudit]:
     """Hashes, signatures, the rows' agreement and the probe of every task, a round at a time, with
-    one registry read per round for bundles, probes and histories."""
+    one registry read per round for bundles, probes, registration scores and the re-evaluations
+    that differ from them (not every task's whole history: one row per later addition)."""
     registry, model = runner.registry, runner.model
     recorded = recorded or Recorded.read(registry)
     tasks = {t.name: t for t in registry.tasks()}
@@ -228,14 +258,15 @@ def probe_audit(
     for chunk in rounds(names):
         audits = {name: TaskAudit(task=name, ok=False, confirmed_by="probe") for name in chunk}
         attached = []
-        for name, result in audits.items():
+        for name, record in bundle_rows(registry, chunk, audits).items():
             try:
-                runner.attach(name, registry.verify_bundle(name))
+                runner.attach(name, record)  # its bytes checked against the row's sha256 as they are read
                 attached.append(name)
             except CadaptError as exc:
-                result.problems.append(str(exc))
+                audits[name].problems.append(bundle_problem(registry, name) or str(exc))
         stored = stored_probes(registry, attached, audits)
-        histories = registry.evaluations_of(attached)
+        registrations = registry.evaluations_of(attached, kind="registration")
+        unlike = registry.reevals_unlike_registration(attached)
         probes = []
         for name in attached:
             result, probe = audits[name], stored.get(name)
@@ -245,12 +276,12 @@ def probe_audit(
             if probe is None:
                 continue
             probes.append(probe)
-            task, history = tasks[name], histories[name]
-            registration = [e for e in history if e.kind == "registration" and e.metric == task.primary_metric]
+            task = tasks[name]
+            registration = [e for e in registrations[name] if e.metric == task.primary_metric]
             if registration:
                 result.recorded = result.measured = registration[0].value
-                reevals = [e for e in history if e.kind == "reeval"]
-                result.problems.extend(record_problems(runner, task, registration[0], tolerance, recorded, reevals))
+                checked = record_problems(runner, task, registration[0], tolerance, recorded, unlike[name])
+                result.problems.extend(checked)
         for outcome in check(model, probes, tolerance):
             audits[outcome.task].probe_max_diff = outcome.max_abs_diff
             if not outcome.ok:
