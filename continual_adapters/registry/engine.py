@@ -15,6 +15,7 @@ migration by processes starting together runs exactly once.
 """
 
 import sqlite3
+import time
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine
@@ -35,8 +36,9 @@ def make_engine(url: URL, sqlite: bool) -> Engine:
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "journal_mode=WAL", "foreign_keys=ON"):
+        for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
+        use_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -44,6 +46,24 @@ def make_engine(url: URL, sqlite: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("cadapt_write") else "BEGIN")
 
     return engine
+
+
+def use_wal(cursor: sqlite3.Cursor) -> None:
+    """Puts the file in WAL mode, which then persists in it. Only the conversion needs the file to
+    itself, and SQLite answers a conversion that meets another connection with "database is locked"
+    at once, without waiting on the busy timeout: processes opening a new registry together (a
+    test starts 8) would fail. So the mode is read first, and a conversion is retried until the
+    busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def take_write_lock(session: Session) -> None:
