@@ -43,19 +43,11 @@ def sentences(count: int) -> list[str]:
 
 def build(quick: bool, tasks: int) -> ContinualModel:
     if quick:
-        from transformers import AutoTokenizer, BertConfig, BertModel
+        import tempfile
 
-        from continual_adapters.core.encoder import DEFAULT_ENCODER, local_path_for
+        from continual_adapters.core.encoder import save_tiny_encoder
 
-        tokenizer = AutoTokenizer.from_pretrained(local_path_for(DEFAULT_ENCODER))
-        config = BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-        )
-        model = ContinualModel(BertModel(config), tokenizer)
+        model = ContinualModel.from_pretrained(save_tiny_encoder(tempfile.mkdtemp(prefix="cadapt-tiny-")))
     else:
         model = ContinualModel.from_pretrained()
     generator = torch.Generator().manual_seed(0)
