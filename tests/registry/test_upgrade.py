@@ -32,11 +32,20 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "registry_schema4"
 TABLES = ("cadapt_meta", "base_models", "tasks", "bundles", "evaluations", "task_artifacts")
 
 
+def restore_database(target: Path) -> Path:
+    """The old release's registry.db, from the SQL text it was dumped to (registry.sql: the same
+    rows, types and schema; a database file is not kept in the repository)."""
+    with sqlite3.connect(target) as conn:
+        conn.executescript((FIXTURE / "registry.sql").read_text(encoding="utf-8"))
+    return target
+
+
 @pytest.fixture
 def old_registry(tmp_path, monkeypatch) -> Path:
     """A copy of the fixture, the working directory there (the registry names its encoder `encoder`)."""
     folder = tmp_path / "old"
-    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("*.py", "*.sql", "__pycache__"))
+    restore_database(folder / "registry.db")
     monkeypatch.chdir(folder)
     return folder
 
@@ -52,8 +61,8 @@ def audit_passes(*registry_args) -> dict:
     return report
 
 
-def test_the_fixture_is_what_the_old_release_wrote():
-    with sqlite3.connect(FIXTURE / "registry.db") as conn:
+def test_the_fixture_is_what_the_old_release_wrote(tmp_path):
+    with sqlite3.connect(restore_database(tmp_path / "registry.db")) as conn:
         assert conn.execute("SELECT value FROM cadapt_meta").fetchall() == [("4",)]
         assert conn.execute("SELECT name, status FROM tasks ORDER BY position").fetchall() == [
             ("alpha", "ready"),
