@@ -54,11 +54,12 @@ def load_encoder(name: str, revision: str | None = None) -> tuple[PreTrainedMode
     return encoder, tokenizer
 
 
-def save_tiny_encoder(folder: str | os.PathLike[str], seed: int = 0) -> str:
-    """A tiny random BERT (2 layers, hidden size 32, 128 positions) with the default encoder's
-    tokenizer, saved in `folder` like a hub checkpoint (kept if one is there already); returns the
-    folder, to pass as `--encoder`. Training, the registry and serving then run end to end in
-    seconds: the test suite's encoder and `bench/serve.py --quick`'s. Its outputs mean nothing."""
+def save_tiny_encoder(folder: str | os.PathLike[str], seed: int = 0, hidden_size: int = 32, layers: int = 2) -> str:
+    """A tiny random BERT (by default 2 layers, hidden size 32; 4 heads, 128 positions) with the
+    default encoder's tokenizer, saved in `folder` like a hub checkpoint (kept if one is there
+    already); returns the folder, to pass as `--encoder`. Training, the registry and serving then
+    run end to end in seconds: the test suite's encoder and `bench/serve.py --quick`'s; another
+    size is a second base to rebase onto. Its outputs mean nothing."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -68,10 +69,10 @@ def save_tiny_encoder(folder: str | os.PathLike[str], seed: int = 0) -> str:
         torch.manual_seed(seed)
         config = BertConfig(
             vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
+            hidden_size=hidden_size,
+            num_hidden_layers=layers,
             num_attention_heads=4,
-            intermediate_size=64,
+            intermediate_size=2 * hidden_size,
             max_position_embeddings=128,
         )
         BertModel(config).save_pretrained(target)

@@ -14,8 +14,8 @@ from tests.support.rebase import TASKS, build_method_source, build_source, save_
 
 
 @pytest.fixture(scope="module")
-def second_encoder(tmp_path_factory, tiny_encoder_dir) -> str:
-    return save_second_encoder(tmp_path_factory.mktemp("second-encoder"), tiny_encoder_dir)
+def second_encoder(tmp_path_factory) -> str:
+    return save_second_encoder(tmp_path_factory.mktemp("second-encoder"))
 
 
 def invoke(*args):

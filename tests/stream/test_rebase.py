@@ -26,8 +26,8 @@ NAMES = list(TASKS)
 
 
 @pytest.fixture(scope="module")
-def second_encoder(tmp_path_factory, tiny_encoder_dir) -> str:
-    return save_second_encoder(tmp_path_factory.mktemp("second-encoder"), tiny_encoder_dir)
+def second_encoder(tmp_path_factory) -> str:
+    return save_second_encoder(tmp_path_factory.mktemp("second-encoder"))
 
 
 @pytest.fixture(scope="module")

@@ -5,33 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from continual_adapters.core.encoder import save_tiny_encoder
 from tests.support.serving import build_registry
 
 #: The source stream: three tasks, each registered with its own --max-length (carried over as recorded).
 TASKS = {"alpha": 32, "beta": 16, "gamma": 24}
 
 
-def save_second_encoder(folder: Path, tokenizer_from: str) -> str:
+def save_second_encoder(folder: Path) -> str:
     """A tiny random BERT of another shape than conftest's (48 wide, 3 layers; that one is 32 wide,
     2 layers), with the same tokenizer, saved like a hub checkpoint."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=96,
-        max_position_embeddings=128,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_encoder(folder, seed=1, hidden_size=48, layers=3)
 
 
 def build_source(root: Path, encoder: str) -> Path:
