@@ -2,7 +2,9 @@
 
 Each (method, learning rate) trains a fresh task on each of the first tasks of a stream, scored
 on its validation split (the test split is never loaded), and the grid's mean validation score
-picks the learning rate that the whole stream then uses (docs/long_benchmark.md). Sequential
+picks the learning rate that the whole stream then uses (docs/long_benchmark.md). LoRA runs at
+the default rank (core/config.py DEFAULT_LORA_RANK: 64 on query and value, the parameter count of
+the m=64 adapters) and shares the adapters' grid: both train small modules on a frozen base. Sequential
 methods that fine-tune the shared encoder (naive, and the regularised ones) take the learning
 rate chosen for per-task full fine-tuning: the same update, selected on the same tasks.
 
@@ -24,13 +26,13 @@ from pathlib import Path
 import torch
 
 from continual_adapters.core.baselines import model_for_method
-from continual_adapters.core.config import AdapterConfig, TaskSpec, TrainConfig
+from continual_adapters.core.config import AdapterConfig, MethodOptions, TaskSpec, TrainConfig
 from continual_adapters.data.reader import default_data_dir
 from continual_adapters.data.taskdata import DataSpec, load_task_data
 from continual_adapters.training.loop import encode, train_task
 
 TASKS = ("long_mnli", "long_cb", "long_wic", "long_copa")  # the first four tasks of order 4
-GRID = {"adapters": (3e-4, 1e-3, 3e-3), "full": (1e-5, 3e-5, 1e-4)}
+GRID = {"adapters": (3e-4, 1e-3, 3e-3), "lora": (3e-4, 1e-3, 3e-3), "full": (1e-5, 3e-5, 1e-4)}
 
 
 def train_one(method: str, lr: float, folder: str, data_dir: Path, epochs: int, max_length: int, seed: int) -> dict:
@@ -42,6 +44,7 @@ def train_one(method: str, lr: float, folder: str, data_dir: Path, epochs: int, 
         labels=tuple(loaded.labels),
         method=method,
         adapter=AdapterConfig(bottleneck=64 if method == "adapters" else 0),
+        lora=MethodOptions().lora() if method == "lora" else None,
     )
     torch.manual_seed(seed)
     model.add_task(task)

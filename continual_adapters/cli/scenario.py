@@ -48,6 +48,12 @@ def _seed_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
     help="Comma-separated seeds, e.g. 0,1,2, instead of the scenario's `seeds:` (with --report-only too).",
 )
 @click.option(
+    "--first",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run only the stream's first N tasks (a prefix; a later run without --first goes on from there).",
+)
+@click.option(
     "--registry",
     "single_registry",
     default=None,
@@ -85,6 +91,7 @@ def run_scenario_command(
     data_dir,
     methods,
     seeds,
+    first,
     single_registry,
     results,
     device,
@@ -110,6 +117,10 @@ def run_scenario_command(
     scenario = load_scenario(scenario_file, data_dir)
     if seeds is not None:
         scenario = replace(scenario, seeds=seeds)
+    if first is not None:
+        if first > len(scenario.tasks):
+            raise click.BadParameter(f"the stream has only {len(scenario.tasks)} task(s)", ctx, param_hint="--first")
+        scenario = replace(scenario, tasks=scenario.tasks[:first])
     out = Path(out or Path("runs") / scenario.name)
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     if chosen:  # the comparison shows the chosen methods only, even where others have run folders
@@ -161,6 +172,7 @@ def run_scenario_command(
         f"cadapt run-scenario {scenario_file}"
         + (f" --methods {methods}" if methods else "")
         + (f" --seeds {','.join(map(str, seeds))}" if seeds is not None else "")
+        + (f" --first {first}" if first is not None else "")
         + f" --out {out}"
         + (f" --results {results}" if results else "")
         + (" --no-audit" if no_audit else "")

@@ -1,4 +1,5 @@
-"""Options of the stream commands (cli/stream.py): add-task's split caps, run-scenario's --seeds."""
+"""Options of the stream commands (cli/stream.py, cli/scenario.py): add-task's split caps,
+run-scenario's --seeds and --first."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_add_task_max_validation_caps_validation_alone_and_is_recorded(tmp_path,
     assert "--max-validation" in help_text and "validation split only" in help_text
 
 
-def _scenario(root: Path, encoder: str, seeds: list[int]) -> Path:
+def _scenario(root: Path, encoder: str, seeds: list[int], tasks: tuple[str, ...] = ("one",)) -> Path:
     folder = _tiny_folder(root)
     path = root / "tiny.yaml"
     path.write_text(
@@ -58,7 +59,7 @@ def _scenario(root: Path, encoder: str, seeds: list[int]) -> Path:
                 "train": {"epochs": 1, "batch_size": 8, "max_length": 16},
                 "data": {"max_train": 10, "max_eval": 6, "max_validation": 4},
                 "methods": {"adapters": {"adapter_size": 8}},
-                "tasks": [{"name": "one", "data": str(folder)}],
+                "tasks": [{"name": name, "data": str(folder)} for name in tasks],
             }
         )
     )
@@ -106,3 +107,29 @@ def test_run_scenario_refuses_bad_seeds_before_running(tmp_path, value, message)
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_scenario_first_runs_a_prefix_that_a_later_run_continues(tmp_path, tiny_encoder_dir):
+    scenario, out = _scenario(tmp_path, tiny_encoder_dir, [0], tasks=("one", "two", "three")), tmp_path / "runs"
+    registry_path = out / "adapters" / "seed0" / "registry.db"
+    result = cli_ok("run-scenario", scenario, "--out", out, "--first", "2", "--quiet")
+    assert "task 2/2: two" in result.output and "three" not in result.output
+    assert [t.name for t in Registry(registry_path).tasks()] == ["one", "two"]
+    assert " --first 2 " in (out / "results.md").read_text()
+    before = {name: Registry(registry_path).bundle(name).sha256 for name in ("one", "two")}
+
+    rest = cli_ok("run-scenario", scenario, "--out", out, "--quiet")
+    assert "skip 1/3: one (already ready)" in rest.output and "skip 2/3: two (already ready)" in rest.output
+    assert "task 3/3: three" in rest.output
+    registry = Registry(registry_path)
+    assert [t.name for t in registry.tasks()] == ["one", "two", "three"]
+    assert {name: registry.bundle(name).sha256 for name in ("one", "two")} == before
+
+
+def test_run_scenario_refuses_a_prefix_longer_than_the_stream(tmp_path, tiny_encoder_dir):
+    scenario, out = _scenario(tmp_path, tiny_encoder_dir, [0]), tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["run-scenario", str(scenario), "--out", str(out), "--first", "2"])
+    assert result.exit_code == 2 and "--first" in result.output and "the stream has only 1 task(s)" in result.output
+    zero = CliRunner().invoke(cli, ["run-scenario", str(scenario), "--out", str(out), "--first", "0"])
+    assert zero.exit_code == 2 and "--first" in zero.output
+    assert not out.exists()
