@@ -61,6 +61,7 @@ ORDER_FREE = ("adapters", "full", "ln-only", "top-k", "lora")
 #: Methods whose base encoder stays intact, so task identification can route their test examples.
 IDENTIFIABLE = ("adapters", "lora")
 IDENTIFICATION = "identification.json"
+LR_GRID = ROOT / "bench" / "results" / "lr_grid_long.json"
 
 
 def identify(run: Path) -> dict | None:
@@ -128,15 +129,36 @@ def identification_rows(runs: Path, per_order: dict[int, dict]) -> list[str]:
     ]
 
 
+def stream_seconds(run: Path) -> float | None:
+    """Wall time of a run's additions, each task from its pending row to ready (training, the
+    evaluation of every task, probes and bookkeeping), from the registry's timestamps."""
+    if not (run / "registry.db").exists():
+        return None
+    registry = Registry(run / "registry.db")
+    try:
+        tasks = registry.tasks()
+        return sum((t.updated_at - t.created_at).total_seconds() for t in tasks) if tasks else None
+    finally:
+        registry.close()
+
+
 def gather(runs: Path) -> dict[int, dict]:
-    """compare() of every order whose run folder exists, by order."""
+    """compare() of every order whose run folder exists, by order; each method also gets
+    `eval_seconds` where compare() has none: its additions' wall time less their training."""
     out = {}
     for order in ORDERS:
         folder = runs / f"long_order{order}"
-        if folder.is_dir():
-            data = compare(load_scenario(ROOT / "scenarios" / f"long_order{order}.yaml"), folder)
-            if data["methods"]:
-                out[order] = data
+        if not folder.is_dir():
+            continue
+        scenario = load_scenario(ROOT / "scenarios" / f"long_order{order}.yaml")
+        data = compare(scenario, folder)
+        for m in data["methods"]:
+            if m.get("eval_seconds") is None:
+                walls = [stream_seconds(scenario.run_dir(folder, scenario.method(m["label"]), s)) for s in m["seeds"]]
+                if all(w is not None for w in walls):
+                    m["eval_seconds"] = statistics.fmean(walls) - m["train_seconds"]
+        if data["methods"]:
+            out[order] = data
     return out
 
 
@@ -144,13 +166,19 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _hours(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 3600:.2f}"
+
+
 def method_rows(per_order: dict[int, dict]) -> list[str]:
-    """One row per method: its ACC per order, the mean and spread over orders, BWT, forgetting."""
+    """One row per method: its ACC per order, the mean and spread over orders, BWT, forgetting,
+    parameters, storage and time (the first order that finished)."""
     labels = list(dict.fromkeys(m["label"] for data in per_order.values() for m in data["methods"]))
     rows = [
         "| method | " + " | ".join(f"order {o}" for o in ORDERS) + " | mean ± std (orders) | 95% interval "
-        "(first order) | BWT | forgetting | trained params / task | train time (h) |",
-        "|---" * (len(ORDERS) + 7) + "|",
+        "(first order) | BWT | forgetting | trained params / task | total params (× base) | storage (MB) | "
+        "train time (h) | eval + proofs (h) |",
+        "|---" * (len(ORDERS) + 10) + "|",
     ]
     for label in labels:
         found = {o: next((m for m in d["methods"] if m["label"] == label), None) for o, d in per_order.items()}
@@ -158,24 +186,33 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
         accs = [m["metrics"]["acc"] for m in ran.values()]
         cells = []
         for order in ORDERS:
-            m = ran.get(order)
+            m, partial = ran.get(order), found.get(order)
             seeds = f" ({len(m['seeds'])} seeds ± {100 * m['acc_std']:.1f})" if m and m.get("acc_std") else ""
-            cells.append(_pct(m["metrics"]["acc"]) + seeds if m else "not run")
+            if m:
+                cells.append(_pct(m["metrics"]["acc"]) + seeds)
+            else:
+                done = len(partial["runs"][0]["tasks"]) if partial else 0
+                cells.append(f"{done} of {len(per_order[order]['tasks'])} tasks so far" if done else "not run")
         spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
         first = next(iter(ran.values()), None)
         ci = first.get("acc_ci95") if first else None
+        if first is None:
+            tail = "– | " * 8
+        else:
+            bwt, forgetting = first["metrics"]["bwt"], first["metrics"]["forgetting"]
+            continual = f"{bwt:+.4f} | {forgetting or 0:.4f} | " if bwt is not None else ""
+            tail = (
+                (continual or "n/a (upper bound, not continual) | n/a | ")
+                + f"{first['trained_percent']:.2f}% | {first['total_multiple']:.2f}× | {first['bytes'] / 1e6:.1f} | "
+                + f"{_hours(first['train_seconds'])} | {_hours(first.get('eval_seconds'))} | "
+            )
         rows.append(
             f"| {label} | "
             + " | ".join(cells)
             + f" | **{_pct(statistics.fmean(accs)) if accs else '–'}**{spread} | "
             + (f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "–")
             + " | "
-            + (
-                f"{first['metrics']['bwt']:+.4f} | {first['metrics']['forgetting'] or 0:.4f} | "
-                f"{first['trained_percent']:.2f}% | {first['train_seconds'] / 3600:.1f} |"
-                if first
-                else "– | – | – | – |"
-            )
+            + tail.rstrip()
         )
     return rows
 
@@ -190,13 +227,15 @@ def per_task_rows(data: dict) -> list[str]:
 
 
 def order_check(per_order: dict[int, dict]) -> list[str]:
-    """For the order-free methods that ran on several orders: the largest per-task difference."""
+    """For the order-free methods that ran on several orders (a prefix of one is enough): the
+    largest difference of a task's score right after it was learned, which for these methods is
+    its score after the last task too (BWT 0)."""
     lines = []
     for label in ORDER_FREE:
         by_task: dict[str, list[float]] = {}
         for data in per_order.values():
-            m = next((m for m in data["methods"] if m["label"] == label and m["complete"]), None)
-            for task, value in zip(data["tasks"], m["final"] if m else [], strict=False):
+            m = next((m for m in data["methods"] if m["label"] == label), None)
+            for task, value in zip(data["tasks"], m["learned"] if m else [], strict=False):
                 if value is not None:
                     by_task.setdefault(task, []).append(value)
         shared = {task: values for task, values in by_task.items() if len(values) > 1}
@@ -209,8 +248,62 @@ def order_check(per_order: dict[int, dict]) -> list[str]:
     return lines
 
 
+def protocol(grid_file: Path = LR_GRID) -> list[str]:
+    """How the learning rates were chosen (bench/lr_grid.py's record), and the budget."""
+    out = [
+        "## Protocol",
+        "",
+        "Each method's learning rate was chosen on validation data only, never test: `bench/lr_grid.py` trains",
+        "each (method, learning rate) of a small grid on each of the first four tasks of order 4 (mnli, cb,",
+        "wic, copa) for one epoch and keeps the rate with the best mean validation accuracy; the whole stream",
+        "of every order then runs at that rate. Naive sequential fine-tuning, EWC, replay, LwF and the",
+        "multitask upper bound update the whole encoder as per-task full fine-tuning does and take its rate.",
+        "",
+    ]
+    if grid_file.exists():
+        grid = json.loads(grid_file.read_text())
+        out += ["| method | mean validation accuracy per learning rate | chosen |", "|---|---|---|"]
+        for method, row in grid["mean_validation_accuracy"].items():
+            cells = ", ".join(f"{float(lr):g}: {_pct(v)}" for lr, v in row.items())
+            chosen = grid["chosen_lr"].get(method)
+            out.append(f"| {method} | {cells} | {'–' if chosen is None else f'{chosen:g}'} |")
+        out.append("")
+    out += [
+        "Budget: one epoch per task, batch 32, inputs cut at 256 tokens, AdamW with 10% linear warm-up then",
+        "linear decay, on a 2-core CPU. The published runs also train one epoch per task, on T5-large at a",
+        "constant learning rate (O-LoRA: LoRA rank 8, lr 1e-3). Test sets are full and scored once, after",
+        "training; validation sets are only used to choose the learning rates above.",
+        "",
+    ]
+    return out
+
+
+def what_ran(per_order: dict[int, dict]) -> list[str]:
+    """Per order and method: the seeds and how many tasks each run holds."""
+    lines = []
+    for order, data in sorted(per_order.items()):
+        for m in data["methods"]:
+            done = ", ".join(f"seed {r['seed']}: {len(r['tasks'])}/{len(data['tasks'])} tasks" for r in m["runs"])
+            lines.append(f"- order {order}, `{m['label']}` (lr {m['lr']:g}): {done}")
+    return ["## What ran", "", *lines, ""]
+
+
+MISSING = [
+    "## Not measured",
+    "",
+    "- all-mpnet-base-v2 (110M): no GPU machine was available to these runs, and a 14-task stream per",
+    "  method on a 2-core CPU is several times MiniLM's; its rows are missing.",
+    "- Yahoo Answers, the benchmark's 15th task, could not be had offline.",
+    "",
+]
+
+
 def render(
-    per_order: dict[int, dict], command: str, figures: list[str] | None = None, identified: list[str] | None = None
+    per_order: dict[int, dict],
+    command: str,
+    figures: list[str] | None = None,
+    identified: list[str] | None = None,
+    notes: str | None = None,
 ) -> str:
     out = [
         "# The Long Sequence Benchmark with cadapt",
@@ -240,7 +333,11 @@ def render(
         "ProgPrompt rows are, while O-LoRA and L2P are not. Compare the gaps between rows, not the absolute",
         "numbers across the two tables.",
         "",
+        *protocol(),
+        *what_ran(per_order),
     ]
+    if notes:
+        out += ["## How the runs were made (hand-written)", "", notes.strip(), ""]
     out += identified or []
     checks = order_check(per_order)
     if checks:
@@ -250,6 +347,7 @@ def render(
         out += [f"## Per task after the last task (order {first}, ×100)", "", *per_task_rows(per_order[first]), ""]
     if figures:
         out += ["## Figures", "", *[f"![{Path(p).stem}]({p})" for p in figures], ""]
+    out += MISSING
     return "\n".join(out)
 
 
@@ -258,16 +356,20 @@ def main() -> None:
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="docs/long_benchmark.md")
     parser.add_argument("--plots", default=None, help="Folder for the R heatmaps and growth plot of the first order.")
+    parser.add_argument("--notes", default=None, help="A hand-written Markdown file on how the runs were made.")
     args = parser.parse_args()
     per_order = gather(Path(args.runs))
     if not per_order:
         raise SystemExit(f"no finished long_order* run under {args.runs}")
     figures = write_comparison_plots(per_order[min(per_order)], args.plots, link_from=args.out) if args.plots else None
-    command = f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}" + (
-        f" --plots {args.plots}" if args.plots else ""
+    command = (
+        f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}"
+        + (f" --plots {args.plots}" if args.plots else "")
+        + (f" --notes {args.notes}" if args.notes else "")
     )
     identified = identification_rows(Path(args.runs), per_order)
-    Path(args.out).write_text(render(per_order, command, figures, identified))
+    notes = Path(args.notes).read_text() if args.notes else None
+    Path(args.out).write_text(render(per_order, command, figures, identified, notes))
     print(f"wrote {args.out}")
 
 

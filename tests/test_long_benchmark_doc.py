@@ -22,17 +22,25 @@ def module():
     return loaded
 
 
-def method(label, final, acc_std=None, seeds=(0,), ci=None, bwt=0.0):
+def method(label, final, acc_std=None, seeds=(0,), ci=None, bwt=0.0, tasks=None):
+    """A compare() method entry; `tasks` < len(final) makes it an unfinished prefix run."""
+    done = len(final) if tasks is None else tasks
     return {
         "label": label,
-        "complete": True,
+        "lr": 3e-3 if label == "adapters" else 1e-4,
+        "complete": done == len(final),
         "final": final,
+        "learned": final[:done] + [None] * (len(final) - done),
         "seeds": list(seeds),
+        "runs": [{"seed": s, "tasks": ["t"] * done} for s in seeds],
         "acc_std": acc_std,
         "acc_ci95": ci,
-        "metrics": {"acc": sum(final) / len(final), "bwt": bwt, "forgetting": -bwt},
+        "metrics": {"acc": sum(final) / len(final), "bwt": bwt, "forgetting": None if bwt is None else -bwt},
         "trained_percent": 2.7 if label == "adapters" else 100.0,
+        "total_multiple": 1.2 if label == "adapters" else 1.0,
+        "bytes": 12.5e6,
         "train_seconds": 7200.0,
+        "eval_seconds": 1800.0,
     }
 
 
@@ -43,21 +51,49 @@ def test_rows_published_table_order_check_and_per_task():
         "methods": [
             method("adapters", [0.7, 0.8, 0.6], acc_std=0.01, seeds=(0, 1, 2), ci=(0.68, 0.72)),
             method("naive", [0.1, 0.2, 0.6], bwt=-0.4),
+            method("mtl", [0.8, 0.9, 0.7], bwt=None),
         ],
     }
     order5 = {
         "tasks": ["wic", "mnli", "cb"],
         "methods": [method("adapters", [0.6, 0.7, 0.8]), method("naive", [0.5, 0.3, 0.4], bwt=-0.2)],
     }
-    text = bench.render({4: order4, 5: order5}, "python bench/long_benchmark.py")
-    assert "| adapters | 70.0 (3 seeds ± 1.0) | 70.0 | not run | **70.0** ± 0.0 | [68.0, 72.0] |" in text
+    order6 = {"tasks": ["cb", "wic", "mnli"], "methods": [method("adapters", [0.75, 0.6, 0.0], tasks=2)]}
+    text = bench.render({4: order4, 5: order5, 6: order6}, "python bench/long_benchmark.py", notes="Resumed once.")
+    adapters = next(line for line in text.splitlines() if line.startswith("| adapters |"))
+    assert adapters.startswith("| adapters | 70.0 (3 seeds ± 1.0) | 70.0 | 2 of 3 tasks so far | **70.0** ± 0.0 |")
+    assert "| [68.0, 72.0] | +0.0000 | 0.0000 | 2.70% | 1.20× | 12.5 | 2.00 | 0.50 |" in adapters
     naive = next(line for line in text.splitlines() if line.startswith("| naive |"))
     assert "| 30.0 | 40.0 | not run | **35.0** ± 7.1 |" in naive and "-0.4000" in naive
+    mtl = next(line for line in text.splitlines() if line.startswith("| mtl |"))
+    assert "| 80.0 | not run | not run | **80.0** |" in mtl and "n/a (upper bound, not continual)" in mtl
     assert "| O-LoRA | 69.6 |" in text and "| sequential fine-tuning | 7.4 |" in text
-    assert "`adapters`: 3 tasks ran in more than one order; the largest difference" in text
-    assert "is 0.00 points" in text and "`naive`" not in text.split("## Order independence")[1].split("##")[0]
-    assert "| cb | 80.0 | 20.0 |" in text, "per-task table of the first order"
-    assert "14 tasks, not 15" in text
+    # The order check reads the prefix of order 6 too: cb learned at 0.75 there, 0.8 in orders 4/5.
+    checks = text.split("## Order independence")[1].split("##")[0]
+    assert "`adapters`: 3 tasks ran in more than one order" in checks and "is 5.00 points" in checks
+    assert "`naive`" not in checks
+    assert "| cb | 80.0 | 20.0 | 90.0 |" in text, "per-task table of the first order"
+    assert "- order 6, `adapters` (lr 0.003): seed 0: 2/3 tasks" in text
+    assert "- order 4, `adapters` (lr 0.003): seed 0: 3/3 tasks, seed 1: 3/3 tasks, seed 2: 3/3 tasks" in text
+    assert "## How the runs were made (hand-written)\n\nResumed once." in text
+    assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
+
+
+def test_protocol_reads_the_learning_rate_grid(tmp_path):
+    bench = module()
+    grid = tmp_path / "grid.json"
+    grid.write_text(
+        json.dumps(
+            {
+                "mean_validation_accuracy": {"adapters": {"0.0003": 0.5, "0.003": 0.55}, "lora": {"0.001": 0.6}},
+                "chosen_lr": {"adapters": 0.003},
+            }
+        )
+    )
+    lines = bench.protocol(grid)
+    assert "| adapters | 0.0003: 50.0, 0.003: 55.0 | 0.003 |" in lines
+    assert "| lora | 0.001: 60.0 | – |" in lines, "a grid not finished chooses nothing"
+    assert any("never test" in line for line in lines)
 
 
 def test_task_unknown_scores_are_measured_once_and_cached(tmp_path, data_dir, tiny_encoder_dir):
