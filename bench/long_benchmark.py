@@ -1,12 +1,7 @@
 """docs/long_benchmark.md, generated from the Long Sequence Benchmark's run folders.
 
-The runs (hours each on 2 CPU cores; resumable: rerun the same command after an interruption):
-
-    cadapt run-scenario scenarios/long_order4.yaml --methods adapters,full --seeds 0,1,2 --out runs/long_order4
-    cadapt run-scenario scenarios/long_order5.yaml --methods naive --out runs/long_order5
-    cadapt run-scenario scenarios/long_order6.yaml --methods naive --out runs/long_order6
-
-then the document, from whatever has finished (a method that has not is left out, and said so):
+The runs (RUNS below; up to hours each on 2 CPU cores; resumable: rerun the same command after an
+interruption), then the document, from whatever has finished (a method that has not is left out, and said so):
 
     python bench/long_benchmark.py --runs runs --out docs/long_benchmark.md --plots docs/figures/long
 
@@ -62,6 +57,17 @@ ORDER_FREE = ("adapters", "full", "ln-only", "top-k", "lora")
 IDENTIFIABLE = ("adapters", "lora")
 IDENTIFICATION = "identification.json"
 LR_GRID = ROOT / "bench" / "results" / "lr_grid_long.json"
+#: The grid the 2-core budget allows (issue 17): the order-free methods on one order with three
+#: seeds plus a prefix of a second order; the order-dependent ones on every order.
+RUNS = (
+    "cadapt run-scenario scenarios/long_order4.yaml --methods adapters,full --seeds 0,1,2 --out runs/long_order4",
+    "cadapt run-scenario scenarios/long_order4.yaml --methods lora,mtl --out runs/long_order4",
+    "cadapt run-scenario scenarios/long_order5.yaml --methods adapters --first 4 --out runs/long_order5",
+    *(
+        f"cadapt run-scenario scenarios/long_order{o}.yaml --methods naive,ewc,replay,lwf --out runs/long_order{o}"
+        for o in ORDERS
+    ),
+)
 
 
 def identify(run: Path) -> dict | None:
@@ -197,7 +203,7 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
         first = next(iter(ran.values()), None)
         ci = first.get("acc_ci95") if first else None
         if first is None:
-            tail = "– | " * 8
+            tail = "– | " * 7
         else:
             bwt, forgetting = first["metrics"]["bwt"], first["metrics"]["forgetting"]
             continual = f"{bwt:+.4f} | {forgetting or 0:.4f} | " if bwt is not None else ""
@@ -308,9 +314,11 @@ def render(
     out = [
         "# The Long Sequence Benchmark with cadapt",
         "",
-        "Generated, not written by hand; reproduce with the commands in `bench/long_benchmark.py`:",
+        "Generated, not written by hand. The runs (each resumes where it stopped when rerun), then this",
+        "document, from whatever has finished:",
         "",
         "```bash",
+        *RUNS,
         command,
         "```",
         "",

@@ -58,7 +58,10 @@ def test_rows_published_table_order_check_and_per_task():
         "tasks": ["wic", "mnli", "cb"],
         "methods": [method("adapters", [0.6, 0.7, 0.8]), method("naive", [0.5, 0.3, 0.4], bwt=-0.2)],
     }
-    order6 = {"tasks": ["cb", "wic", "mnli"], "methods": [method("adapters", [0.75, 0.6, 0.0], tasks=2)]}
+    order6 = {
+        "tasks": ["cb", "wic", "mnli"],
+        "methods": [method("adapters", [0.75, 0.6, 0.0], tasks=2), method("lora", [0.5, 0.0, 0.0], tasks=1)],
+    }
     text = bench.render({4: order4, 5: order5, 6: order6}, "python bench/long_benchmark.py", notes="Resumed once.")
     adapters = next(line for line in text.splitlines() if line.startswith("| adapters |"))
     assert adapters.startswith("| adapters | 70.0 (3 seeds ± 1.0) | 70.0 | 2 of 3 tasks so far | **70.0** ± 0.0 |")
@@ -77,6 +80,10 @@ def test_rows_published_table_order_check_and_per_task():
     assert "- order 4, `adapters` (lr 0.003): seed 0: 3/3 tasks, seed 1: 3/3 tasks, seed 2: 3/3 tasks" in text
     assert "## How the runs were made (hand-written)\n\nResumed once." in text
     assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
+    table = [line for line in text.split("## cadapt's rows")[1].split("##")[0].splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, "every row of the main table has the header's cells"
+    assert "| lora | not run | not run | 1 of 3 tasks so far | **–** |" in text
+    assert "naive,ewc,replay,lwf --out runs/long_order6" in text.split("```")[1], "the run commands head the document"
 
 
 def test_protocol_reads_the_learning_rate_grid(tmp_path):
