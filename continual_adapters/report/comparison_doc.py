@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from continual_adapters.core.config import MULTITASK, SHARED_METHODS
+from continual_adapters.core.config import METHODS, MULTITASK, SHARED_METHODS
 from continual_adapters.metrics.bootstrap import LEVEL
 from continual_adapters.report.comparison import UPPER_BOUND, mean_present
+
+#: The methods that never touch an earlier task's weights (their own modules or copies on a frozen
+#: base), so their BWT must be exactly zero.
+ISOLATED = tuple(m for m in METHODS if m not in SHARED_METHODS)
 
 #: What each shared-encoder method does about the drift its BWT measures (findings).
 SHARED_NOTES = {
@@ -60,7 +64,7 @@ def findings(data: dict) -> list[str]:
             )
             continue
         bwt = m["metrics"]["bwt"]
-        if m["method"] in ("adapters", "ln-only", "full", "top-k") and bwt is not None:
+        if m["method"] in ISOLATED and bwt is not None:
             lines.append(
                 f"`{m['label']}`: BWT {bwt:+.4f} — "
                 + ("exactly zero, as isolation guarantees." if bwt == 0 else "NOT zero: investigate.")

@@ -50,11 +50,13 @@ def test_findings_flag_nonzero_bwt_for_isolating_methods():
         "methods": [
             {"label": "adapters", "method": "adapters", "metrics": {"bwt": -0.01, "acc": 0.8}, "trained_percent": 2.6},
             {"label": "full", "method": "full", "metrics": {"bwt": 0.0, "acc": 0.83}, "trained_percent": 100.0},
+            {"label": "lora", "method": "lora", "metrics": {"bwt": 0.0, "acc": 0.8}, "trained_percent": 2.6},
         ]
     }
     lines = findings(data)
     assert "NOT zero" in lines[0] and "exactly zero" in lines[1]
-    assert "no difference is claimed" in lines[2] and "trail" not in lines[2]
+    assert lines[2].startswith("`lora`: BWT +0.0000") and "exactly zero" in lines[2], "LoRA isolates too"
+    assert "no difference is claimed" in lines[3] and "trail" not in lines[3]
 
 
 def test_findings_claim_a_difference_only_outside_its_interval():
