@@ -97,7 +97,10 @@ def difference_verdict(data: dict, first: str, second: str) -> str:
     over test examples excludes zero; never a difference the interval does not show."""
     found = [d for d in data.get("differences", []) if (d["first"], d["second"]) == (first, second)]
     if not found:
-        return "no interval over test examples for this run (no per-example record), so no difference is claimed."
+        return (
+            "no interval over test examples for these runs (it needs every task's per-example record "
+            "and accuracy as every task's metric), so no difference is claimed."
+        )
     gap, (low, high) = 100 * found[0]["acc_difference"], (100 * v for v in found[0]["ci95"])
     span = f"{gap:+.1f} points, {100 * data.get('ci_level', LEVEL):.0f}% interval [{low:+.1f}, {high:+.1f}]"
     if low > 0:
