@@ -19,7 +19,8 @@ from continual_adapters.metrics.ledger import LedgerRow
 
 _DPI = 150
 # Red is kept for the "one full model per task" reference line, so no method is drawn in it.
-_METHOD_COLOURS = (
+# Twelve colours and markers, so the eleven methods of a full comparison never share a style.
+METHOD_COLOURS = (
     "tab:blue",
     "tab:orange",
     "tab:green",
@@ -28,7 +29,16 @@ _METHOD_COLOURS = (
     "tab:pink",
     "tab:olive",
     "tab:cyan",
+    "tab:gray",
+    "navy",
+    "gold",
+    "black",
 )
+METHOD_MARKERS = "s^Dvp*hXP<>d"
+#: The widest a bar chart grows (inches): past it bars get thinner, not the page wider.
+_MAX_WIDTH = 16.0
+#: Above this many methods per task group the bars are too thin for their value labels.
+_LABELLED_METHODS = 4
 
 
 def _pyplot():
@@ -122,7 +132,7 @@ def plot_parameter_growth(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     full = [1.0] + [row.full_finetune_multiple for row in longest]
     ends = [_growth_line(ax, full, "one full model per task", "o", "--", "tab:red")]
-    styles = cycle(zip("s^Dvp*hX", _METHOD_COLOURS, strict=False))
+    styles = cycle(zip(METHOD_MARKERS, METHOD_COLOURS, strict=True))
     for (label, ledger), (marker, colour) in zip(series.items(), styles, strict=False):
         multiples = [1.0] + [row.cumulative_multiple for row in ledger]
         ends.append(_growth_line(ax, multiples, label, marker, "-", colour))
@@ -185,13 +195,15 @@ def plot_method_comparison(
     count = len(per_method_scores)
     width = 0.8 / count
     centres = np.arange(size)
-    figsize = (max(6.0, 1.3 * size * max(1, count / 2) + 2), 4.8)
+    figsize = (min(_MAX_WIDTH, max(6.0, 1.3 * size * max(1, count / 2) + 2)), 4.8)
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    colours = cycle(METHOD_COLOURS)
     for k, (method, scores) in enumerate(per_method_scores.items()):
         values = _scores(scores, f"scores of {method!r}")
         bars_x = centres + (k - (count - 1) / 2) * width
-        bars = ax.bar(bars_x, values, width, label=method)
-        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in values], fontsize=7, padding=2)
+        bars = ax.bar(bars_x, values, width, label=method, color=next(colours))
+        if count <= _LABELLED_METHODS:
+            ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in values], fontsize=7, padding=2)
         for x in bars_x[np.isnan(values)]:
             ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color="dimgray")
 

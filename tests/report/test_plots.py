@@ -12,6 +12,7 @@ import pytest
 from continual_adapters.core.errors import ConfigError
 from continual_adapters.metrics.ledger import growth_ledger
 from continual_adapters.report.plots import (
+    METHOD_COLOURS,
     plot_accuracy_matrix,
     plot_method_comparison,
     plot_parameter_growth,
@@ -86,6 +87,41 @@ def test_method_comparison(tmp_path):
     }
     out = plot_method_comparison(scores, NAMES, tmp_path / "methods.png")
     assert_real_png(out)
+
+
+ELEVEN = [f"method {k}" for k in range(11)]  # a full comparison's count (docs/results.md)
+
+
+def drawn_colours(path: Path) -> set[tuple[int, int, int]]:
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(path)[..., :3] * 255).round().astype(int)
+    return {tuple(c) for c in np.unique(pixels.reshape(-1, 3), axis=0)}
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    from matplotlib.colors import to_rgb
+
+    return tuple(round(255 * c) for c in to_rgb(colour))
+
+
+def test_eleven_methods_are_drawn_in_eleven_colours(tmp_path):
+    growth = plot_parameter_growth(
+        {m: ledger("adapters", 400_000 * (k + 1)) for k, m in enumerate(ELEVEN)}, tmp_path / "g.png"
+    )
+    bars = plot_method_comparison({m: [0.5 + k / 40] * 4 for k, m in enumerate(ELEVEN)}, NAMES, tmp_path / "b.png")
+    wanted = {rgb(c) for c in METHOD_COLOURS[:11]}
+    assert len(wanted) == 11
+    assert wanted <= drawn_colours(growth) and wanted <= drawn_colours(bars)
+
+
+def test_method_comparison_stays_a_page_wide_with_many_methods_and_tasks(tmp_path):
+    import matplotlib.image
+
+    tasks = [f"task {j}" for j in range(14)]
+    out = plot_method_comparison({m: [0.5] * 14 for m in ELEVEN}, tasks, tmp_path / "wide.png")
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width < 17 * 150 and height < width  # 16 inches at 150 dpi, plus the tight bounding box
 
 
 def test_method_comparison_length_mismatch(tmp_path):
