@@ -26,7 +26,7 @@ from continual_adapters.data.taskdata import load_eval_split
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry import Registry
 from continual_adapters.report.comparison import compare
-from continual_adapters.report.comparison_doc import write_comparison_plots
+from continual_adapters.report.comparison_doc import ISOLATED, write_comparison_plots
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
 from continual_adapters.stream.taskid import base_features, identifier
@@ -51,8 +51,9 @@ PUBLISHED = {
         ("sequential LoRA", 1.6),
     ],
 }
-#: Methods whose per-task scores cannot depend on the order (each task trains from the same base).
-ORDER_FREE = ("adapters", "full", "ln-only", "top-k", "lora")
+#: Methods whose per-task scores cannot depend on the order: those that isolate their tasks (each
+#: task trains from the same base).
+ORDER_FREE = ISOLATED
 #: Methods whose base encoder stays intact, so task identification can route their test examples.
 IDENTIFIABLE = ("adapters", "lora")
 IDENTIFICATION = "identification.json"
