@@ -22,14 +22,13 @@ import json
 import statistics
 from pathlib import Path
 
-from continual_adapters.data.taskdata import load_eval_split
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry import Registry
-from continual_adapters.report.comparison import compare
+from continual_adapters.report.comparison import compare_finished
 from continual_adapters.report.comparison_doc import ISOLATED, write_comparison_plots
+from continual_adapters.report.identification import evaluate_identification
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
-from continual_adapters.stream.taskid import base_features, identifier
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = (4, 5, 6)
@@ -72,32 +71,33 @@ RUNS = (
 
 
 def identify(run: Path) -> dict | None:
-    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached)."""
+    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached). The
+    task-given scores are the audit's own (final_correct.json), so no test set is scored twice."""
     cached = run / IDENTIFICATION
     if cached.exists():
         return json.loads(cached.read_text())
     if not (run / FINAL_CORRECT).exists():
         return None
-    registry = Registry(run / "registry.db")
-    runner = Runner(registry, progress=False)
-    router = identifier(registry, runner.model)
     given = json.loads((run / FINAL_CORRECT).read_text())["tasks"]
-    tasks = {}
-    for task in registry.tasks():
-        split, _ = load_eval_split(task.data, task.labels)
-        right = [g == task.name for g in router.predict(base_features(runner.model, split.texts, split.pairs))]
-        correct = [c == "1" for c in given[task.name]]
-        tasks[task.name] = {
-            "examples": len(right),
-            "task_id_accuracy": sum(right) / len(right),
-            "accuracy_task_given": sum(correct) / len(correct),
-            "accuracy_task_unknown": sum(r and c for r, c in zip(right, correct, strict=True)) / len(right),
+    registry = Registry(run / "registry.db")
+    try:
+        found = evaluate_identification(
+            Runner(registry, progress=False), {task: [c == "1" for c in marks] for task, marks in given.items()}
+        )
+    finally:
+        registry.close()
+    tasks = {
+        row["task"]: {
+            "examples": row["examples"],
+            "task_id_accuracy": row["task_id_accuracy"],
+            "accuracy_task_given": row["accuracy_given_task"],
+            "accuracy_task_unknown": row["accuracy_predicted_task"],
         }
-    registry.close()
+        for row in found["tasks"]
+    }
     result = {
-        "router": router.router,
-        "task_id_accuracy": sum(t["task_id_accuracy"] * t["examples"] for t in tasks.values())
-        / sum(t["examples"] for t in tasks.values()),
+        "router": found["router"],
+        "task_id_accuracy": found["task_id_accuracy"],
         "acc_task_given": statistics.fmean(t["accuracy_task_given"] for t in tasks.values()),
         "acc_task_unknown": statistics.fmean(t["accuracy_task_unknown"] for t in tasks.values()),
         "tasks": tasks,
@@ -150,15 +150,16 @@ def stream_seconds(run: Path) -> float | None:
 
 
 def gather(runs: Path) -> dict[int, dict]:
-    """compare() of every order whose run folder exists, by order; each method also gets
-    `eval_seconds` where compare() has none: its additions' wall time less their training."""
+    """compare_finished() of every order whose run folder exists, by order (the seeds of a method
+    are those that finished); each method also gets `eval_seconds` where compare() has none: its
+    additions' wall time less their training."""
     out = {}
     for order in ORDERS:
         folder = runs / f"long_order{order}"
         if not folder.is_dir():
             continue
         scenario = load_scenario(ROOT / "scenarios" / f"long_order{order}.yaml")
-        data = compare(scenario, folder)
+        data = compare_finished(scenario, folder)
         for m in data["methods"]:
             if m.get("eval_seconds") is None:
                 walls = [stream_seconds(scenario.run_dir(folder, scenario.method(m["label"]), s)) for s in m["seeds"]]
@@ -235,22 +236,24 @@ def per_task_rows(data: dict) -> list[str]:
 
 def order_check(per_order: dict[int, dict]) -> list[str]:
     """For the order-free methods that ran on several orders (a prefix of one is enough): the
-    largest difference of a task's score right after it was learned, which for these methods is
-    its score after the last task too (BWT 0)."""
+    largest difference of a task's score right after it was learned, same seed against same seed,
+    which for these methods is its score after the last task too (BWT 0)."""
     lines = []
     for label in ORDER_FREE:
-        by_task: dict[str, list[float]] = {}
+        by_task: dict[tuple[str, int], list[float]] = {}
         for data in per_order.values():
             m = next((m for m in data["methods"] if m["label"] == label), None)
-            for task, value in zip(data["tasks"], m["learned"] if m else [], strict=False):
-                if value is not None:
-                    by_task.setdefault(task, []).append(value)
-        shared = {task: values for task, values in by_task.items() if len(values) > 1}
+            for run in m["runs"] if m else []:
+                for task, value in zip(data["tasks"], run["learned"], strict=True):
+                    if value is not None:
+                        by_task.setdefault((task, run["seed"]), []).append(value)
+        shared = {key: values for key, values in by_task.items() if len(values) > 1}
         if shared:
             gap = max(max(v) - min(v) for v in shared.values())
+            tasks = len({task for task, _ in shared})
             lines.append(
-                f"- `{label}`: {len(shared)} tasks ran in more than one order; the largest difference of a "
-                f"task's score between orders is {100 * gap:.2f} points."
+                f"- `{label}`: {tasks} tasks ran in more than one order with the same seed; the largest "
+                f"difference of a task's score between orders is {100 * gap:.2f} points."
             )
     return lines
 
@@ -291,6 +294,10 @@ def what_ran(per_order: dict[int, dict]) -> list[str]:
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
             done = ", ".join(f"seed {r['seed']}: {len(r['tasks'])}/{len(data['tasks'])} tasks" for r in m["runs"])
+            done += "".join(
+                f", seed {u['seed']}: {u['tasks']}/{len(data['tasks'])} tasks so far (not in the table)"
+                for u in m.get("unfinished", [])
+            )
             lines.append(f"- order {order}, `{m['label']}` (lr {m['lr']:g}): {done}")
     return ["## What ran", "", *lines, ""]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,38 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
         "methods": methods,
         "paper": PAPER,
     }
+
+
+def seeds_on_disk(out: str | Path, label: str) -> tuple[int, ...]:
+    """The seeds with a run folder for method `label` under `out`, whatever `--seeds` made them."""
+    names = (p.name.removeprefix("seed") for p in (Path(out) / label).glob("seed*") if p.is_dir())
+    return tuple(sorted(int(name) for name in names if name.isdigit()))
+
+
+def compare_finished(scenario: Scenario, out: str | Path) -> dict:
+    """compare() over the runs found under `out`, for streams run in parts (a seed at a time, over
+    days): each method's row averages its finished seeds (mean ± std over them) or, while none has
+    finished, shows its lowest seed's run so far. Seeds still running or cut off are listed in the
+    row's `unfinished` and never averaged in: a half-done run would pull the mean toward its first
+    tasks. Methods may differ in seeds here, so no paired difference is drawn (`differences` is empty)."""
+    methods = []
+    for settings in scenario.methods:
+        rows = {}
+        for seed in seeds_on_disk(out, settings.label):
+            found = compare(replace(scenario, methods=(settings,), seeds=(seed,)), out)["methods"]
+            if found:
+                rows[seed] = found[0]
+        if not rows:
+            continue
+        finished = tuple(seed for seed, row in rows.items() if row["complete"])
+        if len(finished) > 1:
+            row = compare(replace(scenario, methods=(settings,), seeds=finished), out)["methods"][0]
+        else:
+            row = rows[finished[0] if finished else min(rows)]
+        row["unfinished"] = [
+            {"seed": seed, "tasks": len(found["runs"][0]["tasks"])}
+            for seed, found in rows.items()
+            if seed not in row["seeds"]
+        ]
+        methods.append(row)
+    return {**compare(replace(scenario, methods=()), out), "methods": methods}

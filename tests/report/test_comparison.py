@@ -1,12 +1,14 @@
 """The method comparison read back from the smoke scenario's registries, checked against R itself."""
 
+import shutil
 import statistics
 
 from continual_adapters.registry.registry import Registry
-from continual_adapters.report.comparison import PAPER, compare
+from continual_adapters.report.comparison import PAPER, compare, compare_finished, seeds_on_disk
 from continual_adapters.report.comparison_doc import findings, format_comparison
 from continual_adapters.stream.scenario import load_scenario
-from tests.support.paths import ROOT
+from tests.support.cli import cli_ok
+from tests.support.paths import DATA_DIR, ROOT
 
 
 def test_figures_come_from_the_registries(smoke_run):
@@ -120,3 +122,29 @@ def test_format_marks_incomplete_runs():
     text = format_comparison(data)
     assert "| adapters (incomplete) | 50.0 | – |" in text
     assert "## Findings" not in text  # nothing to state from an unfinished one-method run
+
+
+def test_compare_finished_averages_finished_seeds_and_lists_the_rest(smoke_run, tmp_path):
+    """Runs made a seed at a time: the row averages the finished seeds only, whatever seeds the
+    scenario file names; a run cut off after its first task is listed, not averaged in; a method
+    with no finished seed shows its run so far."""
+    smoke = ROOT / "scenarios" / "smoke.yaml"
+    for seed in (0, 4):
+        shutil.copytree(smoke_run["out"] / "adapters" / "seed0", tmp_path / "adapters" / f"seed{seed}")
+    cli_ok(
+        "run-scenario", smoke, "--methods", "adapters,naive", "--seeds", "7", "--first", "1",
+        "--out", tmp_path, "--data-dir", DATA_DIR, "--quiet",
+    )  # fmt: skip
+    (tmp_path / "adapters" / "notes").mkdir()  # not a seed folder
+    assert seeds_on_disk(tmp_path, "adapters") == (0, 4, 7) and seeds_on_disk(tmp_path, "ln-only") == ()
+    data = compare_finished(load_scenario(smoke), tmp_path)
+    rows = {m["label"]: m for m in data["methods"]}
+    assert set(rows) == {"adapters", "naive"} and data["differences"] == []
+    full = next(m for m in compare(load_scenario(smoke), smoke_run["out"])["methods"] if m["label"] == "adapters")
+    adapters = rows["adapters"]
+    assert adapters["seeds"] == [0, 4] and adapters["complete"] and adapters["acc_std"] == 0.0
+    assert adapters["final"] == full["final"] and adapters["metrics"]["acc"] == full["metrics"]["acc"]
+    assert adapters["unfinished"] == [{"seed": 7, "tasks": 1}]
+    naive = rows["naive"]
+    assert naive["seeds"] == [7] and not naive["complete"] and naive["unfinished"] == []
+    assert naive["runs"][0]["tasks"] == ["sst2"]
