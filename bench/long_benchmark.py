@@ -225,6 +225,12 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
     return rows
 
 
+def finished(data: dict) -> dict:
+    """One order's data with only the methods whose runs reached the last task: a run still going
+    has no score "after the last task" to show yet."""
+    return {**data, "methods": [m for m in data["methods"] if m["complete"]]}
+
+
 def per_task_rows(data: dict) -> list[str]:
     """Each task's accuracy after the last task, per method (one order)."""
     rows = ["| task | " + " | ".join(m["label"] for m in data["methods"]) + " |"]
@@ -360,7 +366,7 @@ def render(
         out += ["## Order independence", "", *checks, ""]
     if per_order:
         first = min(per_order)
-        out += [f"## Per task after the last task (order {first}, ×100)", "", *per_task_rows(per_order[first]), ""]
+        out += [f"## Per task after the last task (order {first}, ×100)", "", *per_task_rows(finished(per_order[first])), ""]
     if figures:
         out += ["## Figures", "", *[f"![{Path(p).stem}]({p})" for p in figures], ""]
     out += MISSING
@@ -377,7 +383,7 @@ def main() -> None:
     per_order = gather(Path(args.runs))
     if not per_order:
         raise SystemExit(f"no finished long_order* run under {args.runs}")
-    figures = write_comparison_plots(per_order[min(per_order)], args.plots, link_from=args.out) if args.plots else None
+    figures = write_comparison_plots(finished(per_order[min(per_order)]), args.plots, link_from=args.out) if args.plots else None
     command = (
         f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}"
         + (f" --plots {args.plots}" if args.plots else "")

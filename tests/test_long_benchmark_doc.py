@@ -58,6 +58,7 @@ def test_rows_published_table_order_check_and_per_task():
             method("adapters", [0.7, 0.8, 0.6], acc_std=0.01, seeds=(0, 1, 2), ci=(0.68, 0.72), spread=0.05),
             method("naive", [0.1, 0.2, 0.6], bwt=-0.4, unfinished=[(1, 2)]),
             method("mtl", [0.8, 0.9, 0.7], bwt=None),
+            method("lora", [0.5, 0.0, 0.0], tasks=1),
         ],
     }
     order5 = {
@@ -84,6 +85,7 @@ def test_rows_published_table_order_check_and_per_task():
     assert "is 5.00 points" in checks
     assert "`naive`" not in checks
     assert "| cb | 80.0 | 20.0 | 90.0 |" in text, "per-task table of the first order"
+    assert "| task | adapters | naive | mtl |" in text, "a run still going has no score after the last task"
     assert "- order 6, `adapters` (lr 0.003): seed 0: 2/3 tasks" in text
     assert "- order 4, `naive` (lr 0.0001): seed 0: 3/3 tasks, seed 1: 2/3 tasks so far (not in the table)" in text
     assert "- order 4, `adapters` (lr 0.003): seed 0: 3/3 tasks, seed 1: 3/3 tasks, seed 2: 3/3 tasks" in text
@@ -91,7 +93,7 @@ def test_rows_published_table_order_check_and_per_task():
     assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
     table = [line for line in text.split("## cadapt's rows")[1].split("##")[0].splitlines() if line.startswith("|")]
     assert len({line.count("|") for line in table}) == 1, "every row of the main table has the header's cells"
-    assert "| lora | not run | not run | 1 of 3 tasks so far | **–** |" in text
+    assert "| lora | 1 of 3 tasks so far | not run | 1 of 3 tasks so far | **–** |" in text
     assert "naive,ewc,replay,lwf --out runs/long_order6" in text.split("```")[1], "the run commands head the document"
 
 
