@@ -366,7 +366,8 @@ def render(
         out += ["## Order independence", "", *checks, ""]
     if per_order:
         first = min(per_order)
-        out += [f"## Per task after the last task (order {first}, ×100)", "", *per_task_rows(finished(per_order[first])), ""]
+        table = per_task_rows(finished(per_order[first]))
+        out += [f"## Per task after the last task (order {first}, ×100)", "", *table, ""]
     if figures:
         out += ["## Figures", "", *[f"![{Path(p).stem}]({p})" for p in figures], ""]
     out += MISSING
@@ -383,7 +384,8 @@ def main() -> None:
     per_order = gather(Path(args.runs))
     if not per_order:
         raise SystemExit(f"no finished long_order* run under {args.runs}")
-    figures = write_comparison_plots(finished(per_order[min(per_order)]), args.plots, link_from=args.out) if args.plots else None
+    first = finished(per_order[min(per_order)])
+    figures = write_comparison_plots(first, args.plots, link_from=args.out) if args.plots else None
     command = (
         f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}"
         + (f" --plots {args.plots}" if args.plots else "")
