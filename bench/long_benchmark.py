@@ -200,7 +200,8 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
                 cells.append(_pct(m["metrics"]["acc"]) + seeds)
             else:
                 done = len(partial["runs"][0]["tasks"]) if partial else 0
-                cells.append(f"{done} of {len(per_order[order]['tasks'])} tasks so far" if done else "not run")
+                total = len(per_order[order]["tasks"]) if done else 0
+                cells.append(f"{done} of {total} tasks (a prefix or a run not finished)" if done else "not run")
         spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
         first = next(iter(ran.values()), None)
         ci = first.get("acc_ci95") if first else None

@@ -71,7 +71,9 @@ def test_rows_published_table_order_check_and_per_task():
     }
     text = bench.render({4: order4, 5: order5, 6: order6}, "python bench/long_benchmark.py", notes="Resumed once.")
     adapters = next(line for line in text.splitlines() if line.startswith("| adapters |"))
-    assert adapters.startswith("| adapters | 70.0 (3 seeds ± 1.0) | 70.0 | 2 of 3 tasks so far | **70.0** ± 0.0 |")
+    assert adapters.startswith(
+        "| adapters | 70.0 (3 seeds ± 1.0) | 70.0 | 2 of 3 tasks (a prefix or a run not finished) | **70.0** ± 0.0 |"
+    )
     assert "| [68.0, 72.0] | +0.0000 | 0.0000 | 2.70% | 1.20× | 12.5 | 2.00 | 0.50 |" in adapters
     naive = next(line for line in text.splitlines() if line.startswith("| naive |"))
     assert "| 30.0 | 40.0 | not run | **35.0** ± 7.1 |" in naive and "-0.4000" in naive
@@ -93,7 +95,8 @@ def test_rows_published_table_order_check_and_per_task():
     assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
     table = [line for line in text.split("## cadapt's rows")[1].split("##")[0].splitlines() if line.startswith("|")]
     assert len({line.count("|") for line in table}) == 1, "every row of the main table has the header's cells"
-    assert "| lora | 1 of 3 tasks so far | not run | 1 of 3 tasks so far | **–** |" in text
+    partial = "1 of 3 tasks (a prefix or a run not finished)"
+    assert f"| lora | {partial} | not run | {partial} | **–** |" in text
     assert "naive,ewc,replay,lwf --out runs/long_order6" in text.split("```")[1], "the run commands head the document"
 
 
@@ -137,3 +140,14 @@ def test_task_unknown_scores_are_measured_once_and_cached(tmp_path, data_dir, ti
     data = {"tasks": ["sst2", "trec"], "methods": [{**method("adapters", [0.5, 0.5]), "method": "adapters"}]}
     rows = bench.identification_rows(tmp_path, {4: data})
     assert rows[0] == "## With the task unknown" and rows[-2].startswith("| adapters | 4 | 0 |")
+
+
+def test_orders_not_yet_run_render_as_not_run():
+    """Only order 4 has run folders: the other orders' cells say so instead of failing."""
+    order4 = {
+        "tasks": ["mnli", "cb"],
+        "methods": [method("adapters", [0.7, 0.8]), method("naive", [0.1, 0.0], tasks=1)],
+    }
+    text = module().render({4: order4}, "python bench/long_benchmark.py")
+    assert "| adapters | 75.0 | not run | not run | **75.0** |" in text
+    assert "| naive | 1 of 2 tasks (a prefix or a run not finished) | not run | not run | **–** |" in text
