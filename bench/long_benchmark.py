@@ -198,10 +198,11 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
             seeds = f" ({len(m['seeds'])} seeds ± {100 * m['acc_std']:.1f})" if m and m.get("acc_std") else ""
             if m:
                 cells.append(_pct(m["metrics"]["acc"]) + seeds)
+            elif partial:
+                done, total = len(partial["runs"][0]["tasks"]), len(per_order[order]["tasks"])
+                cells.append(f"{done} of {total} tasks (a prefix or a run not finished)")
             else:
-                done = len(partial["runs"][0]["tasks"]) if partial else 0
-                total = len(per_order[order]["tasks"]) if done else 0
-                cells.append(f"{done} of {total} tasks (a prefix or a run not finished)" if done else "not run")
+                cells.append("not run")
         spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
         first = next(iter(ran.values()), None)
         ci = first.get("acc_ci95") if first else None
@@ -227,8 +228,7 @@ def method_rows(per_order: dict[int, dict]) -> list[str]:
 
 
 def finished(data: dict) -> dict:
-    """One order's data with only the methods whose runs reached the last task: a run still going
-    has no score "after the last task" to show yet."""
+    """One order's data with only the methods that reached the last task (the others have no final row)."""
     return {**data, "methods": [m for m in data["methods"] if m["complete"]]}
 
 
@@ -300,11 +300,9 @@ def what_ran(per_order: dict[int, dict]) -> list[str]:
     lines = []
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
-            done = ", ".join(f"seed {r['seed']}: {len(r['tasks'])}/{len(data['tasks'])} tasks" for r in m["runs"])
-            done += "".join(
-                f", seed {u['seed']}: {u['tasks']}/{len(data['tasks'])} tasks so far (not in the table)"
-                for u in m.get("unfinished", [])
-            )
+            runs = [(r["seed"], len(r["tasks"]), "") for r in m["runs"]]
+            runs += [(u["seed"], u["tasks"], " so far (not in the table)") for u in m.get("unfinished", [])]
+            done = ", ".join(f"seed {seed}: {n}/{len(data['tasks'])} tasks{late}" for seed, n, late in runs)
             lines.append(f"- order {order}, `{m['label']}` (lr {m['lr']:g}): {done}")
     return ["## What ran", "", *lines, ""]
 
