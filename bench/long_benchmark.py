@@ -22,6 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
+from continual_adapters.core.config import SHARED_METHODS
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry import Registry
 from continual_adapters.report.comparison import compare_finished
@@ -296,11 +297,14 @@ def protocol(grid_file: Path = LR_GRID) -> list[str]:
 
 
 def what_ran(per_order: dict[int, dict]) -> list[str]:
-    """Per order and method: the seeds and how many tasks each run holds."""
+    """Per order and method: the seeds, how many tasks each run holds and the audit's verdict as the
+    run folder recorded it (runs made before folders kept it: bench/results/long_runs.md)."""
     lines = []
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
-            runs = [(r["seed"], len(r["tasks"]), "") for r in m["runs"]]
+            failed = " (expected: one shared encoder)" if m["method"] in SHARED_METHODS else ""
+            verdicts = {True: ", audit passed", False: f", audit failed{failed}", None: ""}
+            runs = [(r["seed"], len(r["tasks"]), verdicts[r.get("audit_ok")]) for r in m["runs"]]
             runs += [(u["seed"], u["tasks"], " so far (not in the table)") for u in m.get("unfinished", [])]
             done = ", ".join(f"seed {seed}: {n}/{len(data['tasks'])} tasks{late}" for seed, n, late in runs)
             lines.append(f"- order {order}, `{m['label']}` (lr {m['lr']:g}): {done}")

@@ -22,20 +22,29 @@ def module():
     return loaded
 
 
-def method(label, final, acc_std=None, seeds=(0,), ci=None, bwt=0.0, tasks=None, spread=0.0, unfinished=()):
+def method(
+    label, final, acc_std=None, seeds=(0,), ci=None, bwt=0.0, tasks=None, spread=0.0, unfinished=(), audit_ok=None
+):
     """A compare_finished() method entry; `tasks` < len(final) makes it an unfinished prefix run.
-    Seed k's run learned each task `k * spread` higher than seed 0's."""
+    Seed k's run learned each task `k * spread` higher than seed 0's; every run's audit verdict as
+    its folder recorded it is `audit_ok`."""
     done = len(final) if tasks is None else tasks
     learned = final[:done] + [None] * (len(final) - done)
     return {
         "label": label,
+        "method": label,
         "lr": 3e-3 if label == "adapters" else 1e-4,
         "complete": done == len(final),
         "final": final,
         "learned": learned,
         "seeds": list(seeds),
         "runs": [
-            {"seed": s, "tasks": ["t"] * done, "learned": [None if v is None else v + s * spread for v in learned]}
+            {
+                "seed": s,
+                "tasks": ["t"] * done,
+                "learned": [None if v is None else v + s * spread for v in learned],
+                "audit_ok": audit_ok,
+            }
             for s in seeds
         ],
         "unfinished": [{"seed": s, "tasks": n} for s, n in unfinished],
@@ -55,8 +64,10 @@ def test_rows_published_table_order_check_and_per_task():
     order4 = {
         "tasks": ["mnli", "cb", "wic"],
         "methods": [
-            method("adapters", [0.7, 0.8, 0.6], acc_std=0.01, seeds=(0, 1, 2), ci=(0.68, 0.72), spread=0.05),
-            method("naive", [0.1, 0.2, 0.6], bwt=-0.4, unfinished=[(1, 2)]),
+            method(
+                "adapters", [0.7, 0.8, 0.6], acc_std=0.01, seeds=(0, 1, 2), ci=(0.68, 0.72), spread=0.05, audit_ok=True
+            ),
+            method("naive", [0.1, 0.2, 0.6], bwt=-0.4, unfinished=[(1, 2)], audit_ok=False),
             method("mtl", [0.8, 0.9, 0.7], bwt=None),
             method("lora", [0.5, 0.0, 0.0], tasks=1),
         ],
@@ -89,8 +100,13 @@ def test_rows_published_table_order_check_and_per_task():
     assert "| cb | 80.0 | 20.0 | 90.0 |" in text, "per-task table of the first order"
     assert "| task | adapters | naive | mtl |" in text, "a run still going has no score after the last task"
     assert "- order 6, `adapters` (lr 0.003): seed 0: 2/3 tasks" in text
-    assert "- order 4, `naive` (lr 0.0001): seed 0: 3/3 tasks, seed 1: 2/3 tasks so far (not in the table)" in text
-    assert "- order 4, `adapters` (lr 0.003): seed 0: 3/3 tasks, seed 1: 3/3 tasks, seed 2: 3/3 tasks" in text
+    assert (
+        "- order 4, `naive` (lr 0.0001): seed 0: 3/3 tasks, audit failed (expected: one shared encoder), "
+        "seed 1: 2/3 tasks so far (not in the table)"
+    ) in text
+    passed = ", ".join(f"seed {s}: 3/3 tasks, audit passed" for s in (0, 1, 2))
+    assert f"- order 4, `adapters` (lr 0.003): {passed}" in text, "each run's recorded verdict"
+    assert "- order 5, `adapters` (lr 0.003): seed 0: 3/3 tasks\n" in text, "no verdict recorded: none claimed"
     assert "## How the runs were made (hand-written)\n\nResumed once." in text
     assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
     table = [line for line in text.split("## cadapt's rows")[1].split("##")[0].splitlines() if line.startswith("|")]

@@ -56,6 +56,14 @@ def final_correct(folder: Path, task_names: list[str], metrics: list[str]) -> li
     return [np.frombuffer(stored[name].encode(), dtype=np.uint8) - ord("0") for name in task_names]
 
 
+def recorded_audit(folder: Path) -> bool | None:
+    """The verdict of the audit that ended a run, as its folder recorded it (None: none recorded;
+    runs made before the verdict was kept have only their log's word)."""
+    path = folder / FINAL_CORRECT
+    verdict = json.loads(path.read_text()).get("audit_ok") if path.is_file() else None
+    return verdict if isinstance(verdict, bool) else None
+
+
 def seed_mean(vectors: list[list[np.ndarray] | None]) -> list[np.ndarray] | None:
     """Per-example correctness averaged over a method's seeds (same examples), or None."""
     present = [v for v in vectors if v is not None]
@@ -212,7 +220,10 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
             summary = method_summary(Registry(db), task_names) if db.exists() else None
             if summary is not None:
                 summary["seed"] = seed
-                summary["audit_ok"] = (audits or {}).get((settings.label, seed))
+                verdict = (audits or {}).get((settings.label, seed))
+                if verdict is None and summary["complete"]:
+                    verdict = recorded_audit(db.parent)
+                summary["audit_ok"] = verdict
                 vectors = final_correct(db.parent, task_names, summary["primary_metrics"])
                 vectors = vectors if summary["complete"] else None
                 summary["acc_ci95"] = average_accuracy_interval(vectors) if vectors else None

@@ -1,12 +1,13 @@
 """The method comparison read back from the smoke scenario's registries, checked against R itself."""
 
+import json
 import shutil
 import statistics
 
 from continual_adapters.registry.registry import Registry
 from continual_adapters.report.comparison import PAPER, compare, compare_finished, seeds_on_disk
 from continual_adapters.report.comparison_doc import findings, format_comparison
-from continual_adapters.stream.scenario import load_scenario
+from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
 from tests.support.cli import cli_ok
 from tests.support.paths import DATA_DIR, ROOT
 
@@ -32,6 +33,9 @@ def test_figures_come_from_the_registries(smoke_run):
     for method in data["methods"]:  # every smoke task is scored by accuracy, so each ACC has its interval
         low, high = method["acc_ci95"]
         assert low <= method["metrics"]["acc"] <= high and high - low > 0
+    # No verdicts handed in: each finished run's own, as its folder recorded it after its audit.
+    verdicts = {m["label"]: [r["audit_ok"] for r in m["runs"]] for m in data["methods"]}
+    assert verdicts["adapters"] == [True] and verdicts["naive"] == [False]
     assert [(d["first"], d["second"]) for d in data["differences"]] == [("adapters", "naive")]
     gap = data["differences"][0]
     assert gap["ci95"][0] <= gap["acc_difference"] <= gap["ci95"][1]
@@ -136,6 +140,8 @@ def test_compare_finished_averages_finished_seeds_and_lists_the_rest(smoke_run, 
         "--out", tmp_path, "--data-dir", DATA_DIR, "--quiet",
     )  # fmt: skip
     (tmp_path / "adapters" / "notes").mkdir()  # not a seed folder
+    recorded = tmp_path / "adapters" / "seed4" / FINAL_CORRECT  # as a run made before verdicts were kept
+    recorded.write_text(json.dumps({"tasks": json.loads(recorded.read_text())["tasks"]}))
     assert seeds_on_disk(tmp_path, "adapters") == (0, 4, 7) and seeds_on_disk(tmp_path, "ln-only") == ()
     data = compare_finished(load_scenario(smoke), tmp_path)
     rows = {m["label"]: m for m in data["methods"]}
@@ -145,6 +151,7 @@ def test_compare_finished_averages_finished_seeds_and_lists_the_rest(smoke_run, 
     assert adapters["seeds"] == [0, 4] and adapters["complete"] and adapters["acc_std"] == 0.0
     assert adapters["final"] == full["final"] and adapters["metrics"]["acc"] == full["metrics"]["acc"]
     assert adapters["unfinished"] == [{"seed": 7, "tasks": 1}]
+    assert [r["audit_ok"] for r in adapters["runs"]] == [True, None], "a verdict is never made up"
     naive = rows["naive"]
     assert naive["seeds"] == [7] and not naive["complete"] and naive["unfinished"] == []
-    assert naive["runs"][0]["tasks"] == ["sst2"]
+    assert naive["runs"][0]["tasks"] == ["sst2"] and naive["runs"][0]["audit_ok"] is None, "its audit was of 1 task"
