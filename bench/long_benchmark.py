@@ -22,7 +22,10 @@ import json
 import statistics
 from pathlib import Path
 
-from continual_adapters.core.config import SHARED_METHODS
+import numpy as np
+
+from continual_adapters.core.config import MULTITASK, SHARED_METHODS
+from continual_adapters.data.taskdata import load_eval_split
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry import Registry
 from continual_adapters.report.comparison import compare_finished
@@ -150,6 +153,17 @@ def stream_seconds(run: Path) -> float | None:
         registry.close()
 
 
+def majority_shares(registry_path: Path) -> dict[str, float]:
+    """Each task's share of its most frequent test label: what a model that learned nothing scores
+    (read from the exact test sets a run recorded)."""
+    registry = Registry(registry_path)
+    try:
+        targets = {task.name: load_eval_split(task.data, task.labels)[1] for task in registry.current_tasks()}
+    finally:
+        registry.close()
+    return {name: float(np.bincount(np.asarray(t)).max() / len(t)) for name, t in targets.items()}
+
+
 def gather(runs: Path) -> dict[int, dict]:
     """compare_finished() of every order whose run folder exists, by order (the seeds of a method
     are those that finished); each method also gets `eval_seconds` where compare() has none: its
@@ -166,6 +180,10 @@ def gather(runs: Path) -> dict[int, dict]:
                 walls = [stream_seconds(scenario.run_dir(folder, scenario.method(m["label"]), s)) for s in m["seeds"]]
                 if all(w is not None for w in walls):
                     m["eval_seconds"] = statistics.fmean(walls) - m["train_seconds"]
+        whole = next((m for m in data["methods"] if m["complete"] and m["method"] != MULTITASK), None)
+        if whole is not None:
+            run = scenario.run_dir(folder, scenario.method(whole["label"]), whole["seeds"][0])
+            data["majority"] = majority_shares(run / "registry.db")
         if data["methods"]:
             out[order] = data
     return out
@@ -234,11 +252,14 @@ def finished(data: dict) -> dict:
 
 
 def per_task_rows(data: dict) -> list[str]:
-    """Each task's accuracy after the last task, per method (one order)."""
-    rows = ["| task | " + " | ".join(m["label"] for m in data["methods"]) + " |"]
-    rows.append("|---" * (len(data["methods"]) + 1) + "|")
+    """Each task's accuracy after the last task, per method (one order), beside its majority label's
+    share of the test set: a score at that share is a task the method did not learn."""
+    majority = data.get("majority", {})
+    rows = ["| task | majority label | " + " | ".join(m["label"] for m in data["methods"]) + " |"]
+    rows.append("|---" * (len(data["methods"]) + 2) + "|")
     for j, task in enumerate(data["tasks"]):
-        rows.append(f"| {task} | " + " | ".join(_pct(m["final"][j]) for m in data["methods"]) + " |")
+        scores = " | ".join(_pct(m["final"][j]) for m in data["methods"])
+        rows.append(f"| {task} | {_pct(majority.get(task))} | {scores} |")
     return rows
 
 
@@ -375,6 +396,7 @@ def render(
         first = min(per_order)
         table = per_task_rows(finished(per_order[first]))
         out += [f"## Per task after the last task (order {first}, ×100)", "", *table, ""]
+        out += ["The majority label's share is what answering that one label for every test example scores.", ""]
     if figures:
         out += ["## Figures", "", *[f"![{Path(p).stem}]({p})" for p in figures], ""]
     out += MISSING

@@ -7,7 +7,7 @@ import importlib.util
 import json
 
 from continual_adapters.core.config import TrainConfig
-from continual_adapters.data.taskdata import DataSpec
+from continual_adapters.data.taskdata import DataSpec, load_task_data
 from continual_adapters.registry import Registry
 from continual_adapters.stream.audit import audit
 from continual_adapters.stream.runner import Runner
@@ -80,6 +80,7 @@ def test_rows_published_table_order_check_and_per_task():
         "tasks": ["cb", "wic", "mnli"],
         "methods": [method("adapters", [0.75, 0.6, 0.0], tasks=2), method("lora", [0.5, 0.0, 0.0], tasks=1)],
     }
+    order4["majority"] = {"mnli": 0.35, "cb": 0.5}  # wic's unknown: no test set could be read
     text = bench.render({4: order4, 5: order5, 6: order6}, "python bench/long_benchmark.py", notes="Resumed once.")
     adapters = next(line for line in text.splitlines() if line.startswith("| adapters |"))
     assert adapters.startswith(
@@ -97,8 +98,11 @@ def test_rows_published_table_order_check_and_per_task():
     assert "`adapters`: 3 tasks ran in more than one order with the same seed" in checks
     assert "is 5.00 points" in checks
     assert "`naive`" not in checks
-    assert "| cb | 80.0 | 20.0 | 90.0 |" in text, "per-task table of the first order"
-    assert "| task | adapters | naive | mtl |" in text, "a run still going has no score after the last task"
+    assert "| cb | 50.0 | 80.0 | 20.0 | 90.0 |" in text, "per-task table of the first order"
+    assert "| wic | – | 60.0 | 60.0 | 70.0 |" in text
+    assert "| task | majority label | adapters | naive | mtl |" in text, (
+        "a run still going has no score after the last task"
+    )
     assert "- order 6, `adapters` (lr 0.003): seed 0: 2/3 tasks" in text
     assert (
         "- order 4, `naive` (lr 0.0001): seed 0: 3/3 tasks, audit failed (expected: one shared encoder), "
@@ -146,6 +150,10 @@ def test_task_unknown_scores_are_measured_once_and_cached(tmp_path, data_dir, ti
         runner.add_task(name, spec, train=TrainConfig(epochs=1, batch_size=16, max_length=32))
     write_final_correct(run, audit(runner))
     registry.close()
+    for name in ("sst2", "trec"):  # the share of the most frequent label among the 20 test rows scored
+        loaded = load_task_data(DataSpec.from_folder(data_dir / name, max_eval=20))
+        targets = loaded.targets[loaded.eval_split]
+        assert bench.majority_shares(run / "registry.db")[name] == max(map(targets.count, targets)) / 20
     found = bench.identify(run)
     assert found is not None and set(found["tasks"]) == {"sst2", "trec"}
     assert all(t["examples"] == 20 for t in found["tasks"].values())
