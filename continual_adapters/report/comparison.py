@@ -56,12 +56,15 @@ def final_correct(folder: Path, task_names: list[str], metrics: list[str]) -> li
     return [np.frombuffer(stored[name].encode(), dtype=np.uint8) - ord("0") for name in task_names]
 
 
-def recorded_audit(folder: Path) -> bool | None:
-    """The verdict of the audit that ended a run, as its folder recorded it (None: none recorded;
-    runs made before the verdict was kept have only their log's word)."""
+def recorded_audit(folder: Path, task_names: list[str]) -> bool | None:
+    """The verdict of the audit that ended a run, as its folder recorded it, if that audit covered
+    exactly `task_names` (None otherwise: a stream extended since, a run made before verdicts were
+    kept, or none recorded)."""
     path = folder / FINAL_CORRECT
-    verdict = json.loads(path.read_text()).get("audit_ok") if path.is_file() else None
-    return verdict if isinstance(verdict, bool) else None
+    audit = json.loads(path.read_text()).get("audit") if path.is_file() else None
+    if not isinstance(audit, dict) or audit.get("tasks") != task_names or not isinstance(audit.get("ok"), bool):
+        return None
+    return audit["ok"]
 
 
 def seed_mean(vectors: list[list[np.ndarray] | None]) -> list[np.ndarray] | None:
@@ -222,7 +225,7 @@ def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> 
                 summary["seed"] = seed
                 verdict = (audits or {}).get((settings.label, seed))
                 if verdict is None and summary["complete"]:
-                    verdict = recorded_audit(db.parent)
+                    verdict = recorded_audit(db.parent, task_names)
                 summary["audit_ok"] = verdict
                 vectors = final_correct(db.parent, task_names, summary["primary_metrics"])
                 vectors = vectors if summary["complete"] else None

@@ -195,22 +195,25 @@ class RunOutcome:
 FINAL_CORRECT = "final_correct.json"
 
 
-def write_correct(folder: Path, correct: Mapping[str, Sequence[bool]], audit_ok: bool | None = None) -> None:
-    """`FINAL_CORRECT` in `folder`: one 0/1 string per task, and the verdict of the audit that
-    re-scored them where one ran (`audit_ok`), so that a report made later from the folder alone,
-    days after the run's log scrolled away, can still say whether the run passed. Written all or
-    nothing."""
+def write_correct(
+    folder: Path, correct: Mapping[str, Sequence[bool]], audited: Mapping[str, object] | None = None
+) -> None:
+    """`FINAL_CORRECT` in `folder`: one 0/1 string per task, and the audit that re-scored them
+    where one ran (`audited`: its verdict and the tasks it covered), so that a report made later
+    from the folder alone, days after the run's log scrolled away, can still say whether the run
+    passed. Written all or nothing."""
     record: dict[str, object] = {"tasks": {n: "".join("1" if c else "0" for c in v) for n, v in correct.items()}}
-    if audit_ok is not None:
-        record["audit_ok"] = audit_ok
+    if audited is not None:
+        record["audit"] = dict(audited)
     atomic_write(folder / FINAL_CORRECT, json.dumps(record, sort_keys=True).encode())
 
 
 def write_final_correct(folder: Path, report: AuditReport) -> None:
     """One 0/1 string per classification task that was re-scored in full (probe-confirmed tasks
-    have no fresh predictions and are left out: the comparison then gives no interval), and
-    whether the audit passed."""
-    write_correct(folder, {t.task: t.correct for t in report.tasks if t.correct is not None}, report.ok)
+    have no fresh predictions and are left out: the comparison then gives no interval), and the
+    audit's verdict with the tasks it covered."""
+    correct = {t.task: t.correct for t in report.tasks if t.correct is not None}
+    write_correct(folder, correct, {"ok": report.ok, "tasks": [t.task for t in report.tasks]})
 
 
 def run_method(

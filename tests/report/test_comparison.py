@@ -140,8 +140,10 @@ def test_compare_finished_averages_finished_seeds_and_lists_the_rest(smoke_run, 
         "--out", tmp_path, "--data-dir", DATA_DIR, "--quiet",
     )  # fmt: skip
     (tmp_path / "adapters" / "notes").mkdir()  # not a seed folder
-    recorded = tmp_path / "adapters" / "seed4" / FINAL_CORRECT  # as a run made before verdicts were kept
-    recorded.write_text(json.dumps({"tasks": json.loads(recorded.read_text())["tasks"]}))
+    recorded = tmp_path / "adapters" / "seed4" / FINAL_CORRECT  # its audit covered a prefix only
+    stored = json.loads(recorded.read_text())
+    assert stored["audit"] == {"ok": True, "tasks": ["sst2", "trec", "emotion"]}
+    recorded.write_text(json.dumps({**stored, "audit": {"ok": True, "tasks": ["sst2"]}}))
     assert seeds_on_disk(tmp_path, "adapters") == (0, 4, 7) and seeds_on_disk(tmp_path, "ln-only") == ()
     data = compare_finished(load_scenario(smoke), tmp_path)
     rows = {m["label"]: m for m in data["methods"]}
@@ -151,7 +153,7 @@ def test_compare_finished_averages_finished_seeds_and_lists_the_rest(smoke_run, 
     assert adapters["seeds"] == [0, 4] and adapters["complete"] and adapters["acc_std"] == 0.0
     assert adapters["final"] == full["final"] and adapters["metrics"]["acc"] == full["metrics"]["acc"]
     assert adapters["unfinished"] == [{"seed": 7, "tasks": 1}]
-    assert [r["audit_ok"] for r in adapters["runs"]] == [True, None], "a verdict is never made up"
+    assert [r["audit_ok"] for r in adapters["runs"]] == [True, None], "a stale verdict is not this run's"
     naive = rows["naive"]
     assert naive["seeds"] == [7] and not naive["complete"] and naive["unfinished"] == []
     assert naive["runs"][0]["tasks"] == ["sst2"] and naive["runs"][0]["audit_ok"] is None, "its audit was of 1 task"
