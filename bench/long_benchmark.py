@@ -164,11 +164,12 @@ def stream_seconds(run: Path) -> float | None:
 
 
 def majority_shares(registry_path: Path) -> dict[str, float]:
-    """Each task's share of its most frequent test label: what a model that learned nothing scores
-    (read from the exact test sets a run recorded)."""
+    """Each classification task's share of its most frequent test label: what answering that label
+    for every example scores (read from the exact test sets a run recorded)."""
     registry = Registry(registry_path)
     try:
-        targets = {task.name: load_eval_split(task.data, task.labels)[1] for task in registry.current_tasks()}
+        tasks = [task for task in registry.current_tasks() if task.head == "classification"]
+        targets = {task.name: load_eval_split(task.data, task.labels)[1] for task in tasks}
     finally:
         registry.close()
     return {name: float(np.bincount(np.asarray(t)).max() / len(t)) for name, t in targets.items()}
