@@ -30,7 +30,7 @@ from continual_adapters.data.taskdata import load_eval_split
 from continual_adapters.files.atomic import atomic_write
 from continual_adapters.registry import Registry
 from continual_adapters.report.comparison import compare_finished
-from continual_adapters.report.comparison_doc import write_comparison_plots
+from continual_adapters.report.comparison_doc import pct, write_comparison_plots
 from continual_adapters.report.identification import evaluate_identification
 from continual_adapters.stream.runner import Runner
 from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
@@ -42,7 +42,6 @@ from long_tables import (  # noqa: E402
     finished,
     method_rows,
     order_check,
-    pct,
     per_task_rows,
     unlearned,
     what_ran,

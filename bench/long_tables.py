@@ -7,17 +7,13 @@ from __future__ import annotations
 import statistics
 
 from continual_adapters.core.config import SHARED_METHODS
-from continual_adapters.report.comparison_doc import ISOLATED
+from continual_adapters.report.comparison_doc import ISOLATED, pct
 
 #: The benchmark's published orders this project runs (Yahoo Answers left out of each).
 ORDERS = (4, 5, 6)
 #: Methods whose per-task scores cannot depend on the order: those that isolate their tasks (each
 #: task trains from the same base).
 ORDER_FREE = ISOLATED
-
-
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
 
 
 def hours(seconds: float | None) -> str:

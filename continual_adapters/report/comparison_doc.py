@@ -25,7 +25,8 @@ SHARED_NOTES = {
 }
 
 
-def _pct(value) -> str:
+def pct(value: float | None) -> str:
+    """A fraction as the documents print it (×100, one decimal); a dash where there is none."""
     return "–" if value is None else f"{100 * value:.1f}"
 
 
@@ -58,8 +59,8 @@ def findings(data: dict) -> list[str]:
             ci = m.get("acc_ci95")
             lines.append(
                 f"`{m['label']}`: the multitask upper bound, every task trained jointly on one model "
-                f"({UPPER_BOUND}: no order, so no BWT or forgetting): ACC {_pct(m['metrics']['acc'])}"
-                + (f", 95% interval [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+                f"({UPPER_BOUND}: no order, so no BWT or forgetting): ACC {pct(m['metrics']['acc'])}"
+                + (f", 95% interval [{pct(ci[0])}, {pct(ci[1])}]" if ci else "")
                 + "."
             )
             continue
@@ -85,7 +86,7 @@ def findings(data: dict) -> list[str]:
     adapters, full = by_label.get("adapters"), by_label.get("full")
     if adapters and full and adapters["metrics"]["acc"] is not None and full["metrics"]["acc"] is not None:
         lines.append(
-            f"`adapters` average {_pct(adapters['metrics']['acc'])} vs `full` {_pct(full['metrics']['acc'])}, "
+            f"`adapters` average {pct(adapters['metrics']['acc'])} vs `full` {pct(full['metrics']['acc'])}, "
             f"with {adapters['trained_percent']:.2f}% vs {full['trained_percent']:.1f}% of the parameters "
             f"trained per task: {difference_verdict(data, 'adapters', 'full')}"
         )
@@ -160,8 +161,8 @@ def format_comparison(data: dict, command: str | None = None) -> str:
             )
             out.append(
                 f"| {_label(m)}{'' if m['complete'] else ' (incomplete)'} | "
-                + " | ".join(_pct(v) for v in m.get(key, [None] * len(names)))
-                + f" | **{_pct(average)}** | "
+                + " | ".join(pct(v) for v in m.get(key, [None] * len(names)))
+                + f" | **{pct(average)}** | "
                 f"{m['trained_percent']:.2f}% | {m['total_multiple']:.2f}× |"
             )
         out.append("")
@@ -179,12 +180,12 @@ def format_comparison(data: dict, command: str | None = None) -> str:
         audit = ", ".join("–" if a is None else ("pass" if a else "FAIL") for a in m["audit_ok"])
         spread = f" ± {100 * m['acc_std']:.1f}" if m.get("acc_std") is not None else ""
         ci = m.get("acc_ci95")
-        interval = f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "–"
+        interval = f"[{pct(ci[0])}, {pct(ci[1])}]" if ci else "–"
         bwt, forgetting = _signed(m["metrics"]["bwt"]), _signed(m["metrics"]["forgetting"])
         if not is_continual(m):
             bwt = forgetting = audit = "n/a"
         out.append(
-            f"| {_label(m)} | {len(m.get('seeds', []))} | {_pct(m['metrics']['acc'])}{spread} | {interval} | "
+            f"| {_label(m)} | {len(m.get('seeds', []))} | {pct(m['metrics']['acc'])}{spread} | {interval} | "
             f"{bwt} | {forgetting} | {audit} | {m['train_seconds']:.0f} | {_megabytes(m)} |"
         )
     out += [
