@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from continual_adapters.core.config import SHARED_METHODS
+from continual_adapters.core.config import MULTITASK, SHARED_METHODS
 from continual_adapters.report.comparison_doc import ISOLATED, pct
 
 #: The benchmark's published orders this project runs (Yahoo Answers left out of each).
@@ -130,7 +130,8 @@ def what_ran(per_order: dict[int, dict]) -> list[str]:
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
             failed = " (expected: one shared encoder)" if m["method"] in SHARED_METHODS else ""
-            verdicts = {True: ", audit passed", False: f", audit failed{failed}", None: ""}
+            unaudited = ", trained jointly (no stream, nothing to audit)" if m["method"] == MULTITASK else ""
+            verdicts = {True: ", audit passed", False: f", audit failed{failed}", None: unaudited}
             runs = [(r["seed"], len(r["tasks"]), verdicts[r.get("audit_ok")]) for r in m["runs"]]
             runs += [(u["seed"], u["tasks"], " so far (not in the table)") for u in m.get("unfinished", [])]
             done = ", ".join(f"seed {seed}: {n}/{len(data['tasks'])} tasks{late}" for seed, n, late in runs)

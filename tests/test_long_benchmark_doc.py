@@ -112,6 +112,7 @@ def test_rows_published_table_order_check_and_per_task():
     passed = ", ".join(f"seed {s}: 3/3 tasks, audit passed" for s in (0, 1, 2))
     assert f"- order 4, `adapters` (lr 0.003): {passed}" in text, "each run's recorded verdict"
     assert "- order 5, `adapters` (lr 0.003): seed 0: 3/3 tasks\n" in text, "no verdict recorded: none claimed"
+    assert "- order 4, `mtl` (lr 0.0001): seed 0: 3/3 tasks, trained jointly (no stream, nothing to audit)\n" in text
     assert "## How the runs were made (hand-written)\n\nResumed once." in text
     assert "14 tasks, not 15" in text and "all-mpnet-base-v2" in text.split("## Not measured")[1]
     table = [line for line in text.split("## cadapt's rows")[1].split("##")[0].splitlines() if line.startswith("|")]
