@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import statistics
 
-from continual_adapters.core.config import MULTITASK, SHARED_METHODS
-from continual_adapters.report.comparison_doc import ISOLATED, pct
+from continual_adapters.core.config import SHARED_METHODS
+from continual_adapters.report.comparison_doc import ISOLATED, is_continual, pct
 
 #: The benchmark's published orders this project runs (Yahoo Answers left out of each).
 ORDERS = (4, 5, 6)
@@ -130,7 +130,7 @@ def what_ran(per_order: dict[int, dict]) -> list[str]:
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
             failed = " (expected: one shared encoder)" if m["method"] in SHARED_METHODS else ""
-            unaudited = ", trained jointly (no stream, nothing to audit)" if m["method"] == MULTITASK else ""
+            unaudited = ", trained jointly (no stream, nothing to audit)" if not is_continual(m) else ""
             verdicts = {True: ", audit passed", False: f", audit failed{failed}", None: unaudited}
             runs = [(r["seed"], len(r["tasks"]), verdicts[r.get("audit_ok")]) for r in m["runs"]]
             runs += [(u["seed"], u["tasks"], " so far (not in the table)") for u in m.get("unfinished", [])]
