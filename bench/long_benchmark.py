@@ -1,17 +1,15 @@
-"""docs/long_benchmark.md, generated from the Long Sequence Benchmark's run folders.
+"""docs/long_benchmark.md, generated from the Long Sequence Benchmark's run records.
 
 The runs (RUNS below; up to hours each on 2 CPU cores; resumable: rerun the same command after an
-interruption), then the document, from whatever has finished (a method that has not is left out, and said so):
+interruption), then their records (bench/long_records.py: a few kilobytes per run, committed,
+since the run folders are not), then the document, from whatever records exist (a method whose
+runs have not finished is left out of the tables, and said so):
 
     python bench/long_benchmark.py --runs runs --out docs/long_benchmark.md --plots docs/figures/long
 
-For the methods that keep the base encoder intact (adapters, LoRA) the document also scores the
-stream with the task unknown, as the published O-LoRA and L2P rows are: each test example's task
-is identified from base-encoder features (`--task auto`'s Mahalanobis router, stream/taskid.py)
-and a wrong task counts as a wrong answer. That pass runs the base encoder over every test set
-once per run and is cached beside the run (`identification.json`).
-
-Every number is read back from the registries through `compare()` (report/comparison.py); the
+`--runs` refreshes the records from the run folders present first; without it the document is
+rendered from the committed records alone. Every number is rebuilt from the records by
+`finished_row()` (report/comparison.py), as `cadapt compare` builds it from run folders; the
 published rows are Wang et al. 2023 (O-LoRA), Table 1, quoted with their source.
 """
 
@@ -21,22 +19,17 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from continual_adapters.core.config import MULTITASK
-from continual_adapters.data.taskdata import load_eval_split
-from continual_adapters.files.atomic import atomic_write
-from continual_adapters.registry import Registry
-from continual_adapters.report.comparison import compare_finished
+from continual_adapters.report.comparison import finished_row
 from continual_adapters.report.comparison_doc import pct, write_comparison_plots
-from continual_adapters.report.identification import evaluate_identification
-from continual_adapters.stream.runner import Runner
-from continual_adapters.stream.scenario import FINAL_CORRECT, load_scenario
+from continual_adapters.report.run_record import read_run_record
+from continual_adapters.stream.scenario import Scenario
 
-# long_tables.py (the document's tables) lies beside this file, however it is loaded.
+# long_tables.py (the document's tables) and long_records.py lie beside this file, however it is loaded.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_records import IDENTIFIABLE, RECORDS, long_scenario, record_runs  # noqa: E402
 from long_tables import (  # noqa: E402
     ORDERS,
     finished,
@@ -66,9 +59,6 @@ PUBLISHED = {
         ("sequential LoRA", 1.6),
     ],
 }
-#: Methods whose base encoder stays intact, so task identification can route their test examples.
-IDENTIFIABLE = ("adapters", "lora")
-IDENTIFICATION = "identification.json"
 LR_GRID = ROOT / "bench" / "results" / "lr_grid_long.json"
 #: The grid the 2-core budget allows (issue 17): the order-free methods on one order with three
 #: seeds plus a prefix of a second order; the order-dependent ones on every order.
@@ -83,51 +73,16 @@ RUNS = (
 )
 
 
-def identify(run: Path) -> dict | None:
-    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached). The
-    task-given scores are the audit's own (final_correct.json), so no test set is scored twice."""
-    cached = run / IDENTIFICATION
-    if cached.exists():
-        return json.loads(cached.read_text())
-    if not (run / FINAL_CORRECT).exists():
-        return None
-    given = json.loads((run / FINAL_CORRECT).read_text())["tasks"]
-    registry = Registry(run / "registry.db")
-    try:
-        found = evaluate_identification(
-            Runner(registry, progress=False), {task: [c == "1" for c in marks] for task, marks in given.items()}
-        )
-    finally:
-        registry.close()
-    tasks = {
-        row["task"]: {
-            "examples": row["examples"],
-            "task_id_accuracy": row["task_id_accuracy"],
-            "accuracy_task_given": row["accuracy_given_task"],
-            "accuracy_task_unknown": row["accuracy_predicted_task"],
-        }
-        for row in found["tasks"]
-    }
-    result = {
-        "router": found["router"],
-        "task_id_accuracy": found["task_id_accuracy"],
-        "acc_task_given": statistics.fmean(t["accuracy_task_given"] for t in tasks.values()),
-        "acc_task_unknown": statistics.fmean(t["accuracy_task_unknown"] for t in tasks.values()),
-        "tasks": tasks,
-    }
-    atomic_write(cached, json.dumps(result, indent=2, sort_keys=True).encode())
-    return result
-
-
-def identification_rows(runs: Path, per_order: dict[int, dict]) -> list[str]:
-    """ACC with the task given and unknown, and task-id accuracy, per identifiable run."""
+def identification_rows(per_order: dict[int, dict]) -> list[str]:
+    """ACC with the task given and unknown, and task-id accuracy, per identifiable run (gather()'s
+    `identified`)."""
     rows = []
     for order, data in sorted(per_order.items()):
         for m in data["methods"]:
             if m["method"] not in IDENTIFIABLE or not m["complete"]:
                 continue
             for seed in m["seeds"]:
-                found = identify(runs / f"long_order{order}" / m["label"] / f"seed{seed}")
+                found = m.get("identified", {}).get(seed)
                 if found:
                     rows.append(
                         f"| {m['label']} | {order} | {seed} | {pct(found['acc_task_given'])} | "
@@ -149,53 +104,35 @@ def identification_rows(runs: Path, per_order: dict[int, dict]) -> list[str]:
     ]
 
 
-def stream_seconds(run: Path) -> float | None:
-    """Wall time of a run's additions, each task from its pending row to ready (training, the
-    evaluation of every task, probes and bookkeeping), from the registry's timestamps."""
-    if not (run / "registry.db").exists():
-        return None
-    registry = Registry(run / "registry.db")
-    try:
-        tasks = registry.tasks()
-        return sum((t.updated_at - t.created_at).total_seconds() for t in tasks) if tasks else None
-    finally:
-        registry.close()
-
-
-def majority_shares(registry_path: Path) -> dict[str, float]:
-    """Each classification task's share of its most frequent test label: what answering that label
-    for every example scores (read from the exact test sets a run recorded)."""
-    registry = Registry(registry_path)
-    try:
-        tasks = [task for task in registry.current_tasks() if task.head == "classification"]
-        targets = {task.name: load_eval_split(task.data, task.labels)[1] for task in tasks}
-    finally:
-        registry.close()
-    return {name: float(np.bincount(np.asarray(t)).max() / len(t)) for name, t in targets.items()}
-
-
-def gather(runs: Path) -> dict[int, dict]:
-    """compare_finished() of every order whose run folder exists, by order (the seeds of a method
-    are those that finished); each method also gets `eval_seconds` where compare() has none: its
-    additions' wall time less their training."""
+def gather(records: Path = RECORDS, scenario_of: Callable[[int], Scenario] = long_scenario) -> dict[int, dict]:
+    """Per order with records: its tasks, the majority label's share of each test set, and one row
+    per method (`finished_row()` of its seeds' records, as compare_finished() makes it from run
+    folders). A continual row also gets `eval_seconds` (its additions' wall time less training)
+    and `identified` (seed -> the record's task-unknown scores, where a run has them)."""
     out = {}
     for order in ORDERS:
-        folder = runs / f"long_order{order}"
-        if not folder.is_dir():
+        loaded = [read_run_record(path) for path in sorted((records / f"long_order{order}").glob("*.json"))]
+        if not loaded:
             continue
-        scenario = load_scenario(ROOT / "scenarios" / f"long_order{order}.yaml")
-        data = compare_finished(scenario, folder)
-        for m in data["methods"]:
-            if m.get("eval_seconds") is None:
-                walls = [stream_seconds(scenario.run_dir(folder, scenario.method(m["label"]), s)) for s in m["seeds"]]
-                if all(w is not None for w in walls):
-                    m["eval_seconds"] = statistics.fmean(walls) - m["train_seconds"]
-        whole = next((m for m in data["methods"] if m["complete"] and m["method"] != MULTITASK), None)
-        if whole is not None:
-            run = scenario.run_dir(folder, scenario.method(whole["label"]), whole["seeds"][0])
-            data["majority"] = majority_shares(run / "registry.db")
-        if data["methods"]:
-            out[order] = data
+        scenario = scenario_of(order)
+        methods = []
+        for settings in scenario.methods:
+            mine = {r["seed"]: r for r in loaded if r["label"] == settings.label}
+            row = finished_row(settings, settings.lr or scenario.train.lr, {s: r["summary"] for s, r in mine.items()})
+            if row is None:
+                continue
+            walls = [mine[seed]["wall_seconds"] for seed in row["seeds"]]
+            if row.get("eval_seconds") is None and all(w is not None for w in walls):
+                row["eval_seconds"] = statistics.fmean(walls) - row["train_seconds"]
+            row["identified"] = {
+                seed: mine[seed]["identification"] for seed in row["seeds"] if mine[seed].get("identification")
+            }
+            methods.append(row)
+        data: dict = {"tasks": [t.name for t in scenario.tasks], "methods": methods}
+        majority = next((r["majority"] for r in loaded if r.get("majority")), None)
+        if majority:
+            data["majority"] = majority
+        out[order] = data
     return out
 
 
@@ -303,24 +240,30 @@ def render(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--runs", default=None, help="Refresh the records from this folder's runs first.")
+    parser.add_argument("--records", default=str(RECORDS.relative_to(ROOT)))
     parser.add_argument("--out", default="docs/long_benchmark.md")
     parser.add_argument("--plots", default=None, help="Folder for the R heatmaps and growth plot of the first order.")
     parser.add_argument("--notes", default=None, help="A hand-written Markdown file on how the runs were made.")
     args = parser.parse_args()
-    per_order = gather(Path(args.runs))
+    if args.runs:
+        for path in record_runs(Path(args.runs), Path(args.records)):
+            print(f"recorded {path}")
+    per_order = gather(Path(args.records))
     if not per_order:
-        raise SystemExit(f"no finished long_order* run under {args.runs}")
+        raise SystemExit(f"no run record under {args.records}")
     first = finished(per_order[min(per_order)])
     figures = write_comparison_plots(first, args.plots, link_from=args.out) if args.plots else None
     command = (
-        f"python bench/long_benchmark.py --runs {args.runs} --out {args.out}"
+        "python bench/long_benchmark.py"
+        + (f" --runs {args.runs}" if args.runs else "")
+        + (f" --records {args.records}" if Path(args.records).resolve() != RECORDS else "")
+        + f" --out {args.out}"
         + (f" --plots {args.plots}" if args.plots else "")
         + (f" --notes {args.notes}" if args.notes else "")
     )
-    identified = identification_rows(Path(args.runs), per_order)
     notes = Path(args.notes).read_text() if args.notes else None
-    Path(args.out).write_text(render(per_order, command, figures, identified, notes))
+    Path(args.out).write_text(render(per_order, command, figures, identification_rows(per_order), notes))
     print(f"wrote {args.out}")
 
 

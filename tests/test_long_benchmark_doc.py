@@ -6,12 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from continual_adapters.core.config import TrainConfig
-from continual_adapters.data.taskdata import DataSpec, load_task_data
-from continual_adapters.registry import Registry
-from continual_adapters.stream.audit import audit
-from continual_adapters.stream.runner import Runner
-from continual_adapters.stream.scenario import write_final_correct
 from tests.support.paths import ROOT
 
 
@@ -137,35 +131,6 @@ def test_protocol_reads_the_learning_rate_grid(tmp_path):
     assert "| adapters | 0.0003: 50.0, 0.003: 55.0 | 0.003 |" in lines
     assert "| lora | 0.001: 60.0 | – |" in lines, "a grid not finished chooses nothing"
     assert any("never test" in line for line in lines)
-
-
-def test_task_unknown_scores_are_measured_once_and_cached(tmp_path, data_dir, tiny_encoder_dir):
-    """On a tiny finished adapters run: task-id accuracy over every test example, ACC with the task
-    unknown never above ACC with the task given, and a second call reads the cache."""
-    bench = module()
-    run = tmp_path / "long_order4" / "adapters" / "seed0"
-    run.mkdir(parents=True)
-    registry = Registry(run / "registry.db")
-    runner = Runner(registry, encoder=tiny_encoder_dir, progress=False)
-    for name in ("sst2", "trec"):
-        spec = DataSpec.from_folder(data_dir / name, max_train=32, max_eval=20)
-        runner.add_task(name, spec, train=TrainConfig(epochs=1, batch_size=16, max_length=32))
-    write_final_correct(run, audit(runner))
-    registry.close()
-    for name in ("sst2", "trec"):  # the share of the most frequent label among the 20 test rows scored
-        loaded = load_task_data(DataSpec.from_folder(data_dir / name, max_eval=20))
-        targets = loaded.targets[loaded.eval_split]
-        assert bench.majority_shares(run / "registry.db")[name] == max(map(targets.count, targets)) / 20
-    found = bench.identify(run)
-    assert found is not None and set(found["tasks"]) == {"sst2", "trec"}
-    assert all(t["examples"] == 20 for t in found["tasks"].values())
-    assert 0 <= found["acc_task_unknown"] <= found["acc_task_given"] <= 1 and 0 <= found["task_id_accuracy"] <= 1
-    assert json.loads((run / bench.IDENTIFICATION).read_text()) == found
-    (run / "registry.db").unlink()  # the cache answers: nothing is recomputed
-    assert bench.identify(run) == found
-    data = {"tasks": ["sst2", "trec"], "methods": [{**method("adapters", [0.5, 0.5]), "method": "adapters"}]}
-    rows = bench.identification_rows(tmp_path, {4: data})
-    assert rows[0] == "## With the task unknown" and rows[-2].startswith("| adapters | 4 | 0 |")
 
 
 def test_orders_not_yet_run_render_as_not_run():

@@ -109,6 +109,11 @@ class VersionPurgedError(LifecycleError):
     before retention existed): it can no longer be restored."""
 
 
+class RecordError(CadaptError):
+    """A run record (report/run_record.py) that cannot be read: not JSON, another format, or packed
+    per-example scores that do not fit their count."""
+
+
 class StorageError(CadaptError):
     """A file could not be written (disk full, I/O error, read-only folder); no part of it was left.
 

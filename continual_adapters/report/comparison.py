@@ -158,114 +158,99 @@ def multitask_summary(folder: Path, task_names: list[str]) -> dict | None:
     }
 
 
-def multitask_row(scenario: Scenario, settings: MethodSettings, out: Path, task_names: list[str]) -> dict | None:
-    """The multitask upper bound's row: ACC mean ± std over seeds with its bootstrap interval,
-    parameters and time; BWT and forgetting do not apply (None). `continual: False` marks it."""
-    runs = []
-    for seed in scenario.seeds:
-        summary = multitask_summary(scenario.run_dir(out, settings, seed), task_names)
-        if summary is not None:
-            runs.append(summary)
-    if not runs:
+def run_summary(
+    scenario: Scenario,
+    settings: MethodSettings,
+    out: Path,
+    seed: int,
+    task_names: list[str],
+    audits: dict | None = None,
+) -> dict | None:
+    """One run's numbers (`method_summary`, or `multitask_summary` for `mtl`) with its seed, the
+    audit's verdict, the bootstrap interval of its ACC and its per-example correctness under
+    `correct` (None unless the run finished with accuracy as every primary metric); None while the
+    run holds no task. `audits` maps (label, seed) to a verdict that overrides the folder's."""
+    folder = scenario.run_dir(out, settings, seed)
+    if settings.method == MULTITASK:
+        return multitask_summary(folder, task_names)
+    db = folder / "registry.db"
+    if not db.exists():
         return None
-    pooled = seed_mean([r.pop("correct") for r in runs])
-    return {
+    registry = Registry(db)
+    try:
+        summary = method_summary(registry, task_names)
+    finally:
+        registry.close()
+    if summary is None:
+        return None
+    summary["seed"] = seed
+    verdict = (audits or {}).get((settings.label, seed))
+    if verdict is None and summary["complete"]:
+        verdict = recorded_audit(folder, task_names)
+    summary["audit_ok"] = verdict
+    vectors = final_correct(folder, task_names, summary["primary_metrics"]) if summary["complete"] else None
+    summary["acc_ci95"] = average_accuracy_interval(vectors) if vectors else None
+    summary["correct"] = vectors
+    return summary
+
+
+def method_row(settings: MethodSettings, lr: float, runs: list[dict]) -> dict:
+    """One method's row over its runs (one per seed, from `run_summary`, however they were kept):
+    the mean of every figure, ACC's std over seeds, and the bootstrap interval of the per-example
+    correctness averaged over seeds. Takes each run's `correct` out (the row keeps no vectors). The
+    multitask upper bound is marked `continual: False` and has no BWT or forgetting."""
+    pooled = seed_mean([r.pop("correct", None) for r in runs])
+    n_tasks = len(runs[0]["final"])
+    row: dict[str, Any] = {
         "label": settings.label,
         "method": settings.method,
-        "continual": False,
-        "note": UPPER_BOUND,
+        "continual": settings.method != MULTITASK,
         "adapter_size": settings.adapter_size,
-        "lr": settings.lr or scenario.train.lr,
+        "lr": lr,
         "seeds": [r["seed"] for r in runs],
         "complete": all(r["complete"] for r in runs),
         **{
-            key: [mean_present([r[key][j] for r in runs]) for j in range(len(task_names))]
+            key: [mean_present([r[key][j] for r in runs]) for j in range(n_tasks)]
             for key in ("final", "learned", "validation")
         },
         "metrics": {
-            "acc": mean_present([r["metrics"]["acc"] for r in runs]),
-            "bwt": None,
-            "forgetting": None,
-            "learning_accuracy": None,
+            key: mean_present([r["metrics"].get(key) for r in runs])
+            for key in ("acc", "bwt", "forgetting", "learning_accuracy")
         },
-        "acc_std": _std([r["metrics"]["acc"] for r in runs]),
+        "acc_std": _std([r["metrics"].get("acc") for r in runs]),
         "acc_ci95": average_accuracy_interval(pooled) if pooled else None,
-        "trained_percent": mean_present([r["trained_percent"] for r in runs]),
-        "total_multiple": mean_present([r["total_multiple"] for r in runs]),
-        "trained_parameters": mean_present([r["trained_parameters"] for r in runs]),
-        "stored_parameters": mean_present([r["stored_parameters"] for r in runs]),
-        "bytes": mean_present([r["bytes"] for r in runs]),
-        "train_seconds": mean_present([r["train_seconds"] for r in runs]),
-        "eval_seconds": mean_present([r["eval_seconds"] for r in runs]),
-        "audit_ok": [None for _ in runs],
+        "audit_ok": [r["audit_ok"] for r in runs],
         "runs": runs,
     }
+    shared = ["trained_percent", "total_multiple", "bytes", "train_seconds"]
+    if row["continual"]:
+        extra = ["state_bytes", "replay_examples"]
+    else:
+        row["note"] = UPPER_BOUND
+        extra = ["trained_parameters", "stored_parameters", "eval_seconds"]
+    row.update({key: mean_present([r[key] for r in runs]) for key in shared + extra})
+    return row
 
 
 def compare(scenario: Scenario, out: str | Path, audits: dict | None = None) -> dict:
     """Per method: means over seeds of every figure, plus the per-seed summaries. The multitask
-    upper bound (`mtl`) gets its row from its result files (`multitask_row`), marked `continual:
-    False`; it is never one side of a difference between methods."""
+    upper bound (`mtl`) gets its row from its result files, marked `continual: False`; it is never
+    one side of a difference between methods."""
     out = Path(out)
     task_names = [t.name for t in scenario.tasks]
     methods: list[dict[str, Any]] = []
     correct: dict[str, list[np.ndarray] | None] = {}  # per method, averaged over seeds: for the intervals
     for settings in scenario.methods:
-        if settings.method == MULTITASK:
-            row = multitask_row(scenario, settings, out, task_names)
-            if row is not None:
-                methods.append(row)
-            continue
-        runs = []
-        per_seed: list[list[np.ndarray] | None] = []
-        for seed in scenario.seeds:
-            db = scenario.run_dir(out, settings, seed) / "registry.db"
-            summary = method_summary(Registry(db), task_names) if db.exists() else None
-            if summary is not None:
-                summary["seed"] = seed
-                verdict = (audits or {}).get((settings.label, seed))
-                if verdict is None and summary["complete"]:
-                    verdict = recorded_audit(db.parent, task_names)
-                summary["audit_ok"] = verdict
-                vectors = final_correct(db.parent, task_names, summary["primary_metrics"])
-                vectors = vectors if summary["complete"] else None
-                summary["acc_ci95"] = average_accuracy_interval(vectors) if vectors else None
-                per_seed.append(vectors)
-                runs.append(summary)
+        runs = [
+            summary
+            for seed in scenario.seeds
+            if (summary := run_summary(scenario, settings, out, seed, task_names, audits)) is not None
+        ]
         if not runs:
             continue
-        per_task = {
-            key: [mean_present([r[key][j] for r in runs]) for j in range(len(task_names))]
-            for key in ("final", "learned", "validation")
-        }
-        metrics = {
-            key: mean_present([r["metrics"].get(key) for r in runs])
-            for key in ("acc", "bwt", "forgetting", "learning_accuracy")
-        }
-        correct[settings.label] = seed_mean(per_seed)
-        methods.append(
-            {
-                "label": settings.label,
-                "method": settings.method,
-                "continual": True,
-                "adapter_size": settings.adapter_size,
-                "lr": settings.lr or scenario.train.lr,
-                "seeds": [r["seed"] for r in runs],
-                "complete": all(r["complete"] for r in runs),
-                **per_task,
-                "metrics": metrics,
-                "acc_std": _std([r["metrics"].get("acc") for r in runs]),
-                "acc_ci95": average_accuracy_interval(pooled) if (pooled := seed_mean(per_seed)) else None,
-                "trained_percent": mean_present([r["trained_percent"] for r in runs]),
-                "total_multiple": mean_present([r["total_multiple"] for r in runs]),
-                "bytes": mean_present([r["bytes"] for r in runs]),
-                "state_bytes": mean_present([r["state_bytes"] for r in runs]),
-                "replay_examples": mean_present([r["replay_examples"] for r in runs]),
-                "train_seconds": mean_present([r["train_seconds"] for r in runs]),
-                "audit_ok": [r["audit_ok"] for r in runs],
-                "runs": runs,
-            }
-        )
+        if settings.method != MULTITASK:
+            correct[settings.label] = seed_mean([r["correct"] for r in runs])
+        methods.append(method_row(settings, settings.lr or scenario.train.lr, runs))
     differences = []
     accs = {m["label"]: m["metrics"]["acc"] for m in methods if m["continual"]}
     pairs = [("adapters", other) for other in ("full", "lora", *SHARED_METHODS)]
@@ -305,30 +290,33 @@ def seeds_on_disk(out: str | Path, label: str) -> tuple[int, ...]:
     return tuple(sorted(int(name) for name in names if name.isdigit()))
 
 
+def finished_row(settings: MethodSettings, lr: float, runs: dict[int, dict]) -> dict | None:
+    """A method's row for a stream run in parts, from its runs by seed: the mean over the seeds that
+    finished or, while none has, its lowest seed's run so far. The other seeds are listed under
+    `unfinished` and never averaged in: a half-done run would pull the mean toward its first tasks."""
+    if not runs:
+        return None
+    chosen = [seed for seed, run in sorted(runs.items()) if run["complete"]] or [min(runs)]
+    row = method_row(settings, lr, [runs[seed] for seed in chosen])
+    row["unfinished"] = [
+        {"seed": seed, "tasks": len(run["tasks"])} for seed, run in sorted(runs.items()) if seed not in chosen
+    ]
+    return row
+
+
 def compare_finished(scenario: Scenario, out: str | Path) -> dict:
     """compare() over the runs found under `out`, for streams run in parts (a seed at a time, over
-    days): each method's row averages its finished seeds (mean ± std over them) or, while none has
-    finished, shows its lowest seed's run so far. Seeds still running or cut off are listed in the
-    row's `unfinished` and never averaged in: a half-done run would pull the mean toward its first
-    tasks. Methods may differ in seeds here, so no paired difference is drawn (`differences` is empty)."""
+    days): each method's row is `finished_row` of its seeds on disk. Methods may differ in seeds
+    here, so no paired difference is drawn (`differences` is empty)."""
+    task_names = [t.name for t in scenario.tasks]
     methods = []
     for settings in scenario.methods:
-        rows = {}
-        for seed in seeds_on_disk(out, settings.label):
-            found = compare(replace(scenario, methods=(settings,), seeds=(seed,)), out)["methods"]
-            if found:
-                rows[seed] = found[0]
-        if not rows:
-            continue
-        finished = tuple(seed for seed, row in rows.items() if row["complete"])
-        if len(finished) > 1:
-            row = compare(replace(scenario, methods=(settings,), seeds=finished), out)["methods"][0]
-        else:
-            row = rows[finished[0] if finished else min(rows)]
-        row["unfinished"] = [
-            {"seed": seed, "tasks": len(found["runs"][0]["tasks"])}
-            for seed, found in rows.items()
-            if seed not in row["seeds"]
-        ]
-        methods.append(row)
+        runs = {
+            seed: summary
+            for seed in seeds_on_disk(out, settings.label)
+            if (summary := run_summary(scenario, settings, Path(out), seed, task_names)) is not None
+        }
+        row = finished_row(settings, settings.lr or scenario.train.lr, runs)
+        if row is not None:
+            methods.append(row)
     return {**compare(replace(scenario, methods=()), out), "methods": methods}
