@@ -1,6 +1,7 @@
 """The tables and lists of docs/long_benchmark.md, as pure functions of what bench/long_benchmark.py
-gathered from the run folders (`compare_finished()` per order, by order): kept apart from the
-gathering so that they can be checked on hand-made outputs whose rows are known."""
+gathered from the run records (per order, one `finished_row()` per method, as compare_finished()
+makes from run folders): kept apart from the gathering so that they can be checked on hand-made
+outputs whose rows are known."""
 
 from __future__ import annotations
 
