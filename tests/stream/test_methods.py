@@ -86,7 +86,7 @@ def drift(tmp_path, data_dir, encoder, weight):
         options=options,
     )
     after = dict(runner.model.task_modules("trec").encoder.named_parameters())
-    return sum(float((after[n] - before[n]).pow(2).sum()) for n in before)
+    return sum(float((after[n].detach() - before[n]).pow(2).sum()) for n in before)
 
 
 def test_the_ewc_penalty_holds_the_encoder_near_its_anchor(tmp_path, data_dir, tiny_encoder_dir):
