@@ -54,13 +54,14 @@ def record_path(records: Path, order: int, label: str, seed: int) -> Path:
     return records / f"long_order{order}" / f"{label}_seed{seed}.json"
 
 
-def identify(run: Path) -> dict | None:
-    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached). The
-    task-given scores are the audit's own (final_correct.json), so no test set is scored twice."""
+def identify(run: Path, measure: bool = True) -> dict | None:
+    """Task-id accuracy and the accuracy with the task unknown, for one finished run (cached; with
+    `measure=False` only the cache is read). The task-given scores are the audit's own
+    (final_correct.json), so no test set is scored twice."""
     cached = run / IDENTIFICATION
     if cached.exists():
         return json.loads(cached.read_text())
-    if not (run / FINAL_CORRECT).exists():
+    if not measure or not (run / FINAL_CORRECT).exists():
         return None
     given = json.loads((run / FINAL_CORRECT).read_text())["tasks"]
     registry = Registry(run / "registry.db")
@@ -116,10 +117,15 @@ def majority_shares(registry_path: Path) -> dict[str, float]:
 
 
 def record_runs(
-    runs: Path, records: Path = RECORDS, scenario_of: Callable[[int], Scenario] = long_scenario
+    runs: Path,
+    records: Path = RECORDS,
+    scenario_of: Callable[[int], Scenario] = long_scenario,
+    identification: bool = True,
 ) -> list[Path]:
     """Write (or rewrite) the record of every run folder under `runs/long_order<O>`, finished or
-    not, against order O's scenario; a record whose folder is gone stays as it is."""
+    not, against order O's scenario; a record whose folder is gone stays as it is. With
+    `identification=False` a finished run's task-unknown scores are recorded only if already
+    measured: a finished run is then kept in minutes, not after its identification pass."""
     written = []
     for order in ORDERS:
         folder = runs / f"long_order{order}"
@@ -139,7 +145,7 @@ def record_runs(
                 if summary["complete"] and settings.method != MULTITASK:
                     extra["majority"] = majority_shares(run / "registry.db")
                 if summary["complete"] and settings.method in IDENTIFIABLE:
-                    extra["identification"] = identify(run)
+                    extra["identification"] = identify(run, measure=identification)
                 written.append(write_run_record(record_path(records, order, settings.label, seed), summary, **extra))
     return written
 
@@ -148,8 +154,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs", help="The folder holding long_order4/, long_order5/, long_order6/.")
     parser.add_argument("--records", default=str(RECORDS))
+    parser.add_argument(
+        "--no-identification", action="store_true", help="Record task-unknown scores only where already measured."
+    )
     args = parser.parse_args()
-    for path in record_runs(Path(args.runs), Path(args.records)):
+    for path in record_runs(Path(args.runs), Path(args.records), identification=not args.no_identification):
         print(f"wrote {path}")
 
 

@@ -56,6 +56,9 @@ def test_records_outlive_their_run_folders(tmp_path, data_dir, tiny_encoder_dir)
     make_run(runs / "naive" / "seed3", tiny_encoder_dir, data_dir, ["sst2"])
     expected = next(m for m in compare(scenario, runs)["methods"] if m["label"] == "adapters")
 
+    quick = records.record_runs(tmp_path / "runs", tables, scenario_of=lambda order: scenario, identification=False)
+    assert json.loads(quick[0].read_text())["identification"] is None, "not measured: the record comes first"
+    assert not (runs / "adapters" / "seed0" / records.IDENTIFICATION).exists()
     written = records.record_runs(tmp_path / "runs", tables, scenario_of=lambda order: scenario)
     assert [p.relative_to(tables).as_posix() for p in written] == [
         "long_order4/adapters_seed0.json",
