@@ -29,7 +29,7 @@ from continual_adapters.stream.scenario import Scenario
 
 # long_tables.py (the document's tables) and long_records.py lie beside this file, however it is loaded.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from long_records import IDENTIFIABLE, RECORDS, long_scenario, record_runs  # noqa: E402
+from long_records import IDENTIFIABLE, RECORDS, ROOT, long_scenario, record_runs  # noqa: E402
 from long_tables import (  # noqa: E402
     ORDERS,
     finished,
@@ -40,7 +40,6 @@ from long_tables import (  # noqa: E402
     what_ran,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 #: Wang et al. 2023 (O-LoRA), Table 1: T5-large, 15 tasks, average accuracy after the last task,
 #: averaged over orders 4-6.
 PUBLISHED = {
