@@ -174,24 +174,24 @@ def test_a_released_tasks_modules_are_reused_for_a_loaded_task_of_the_same_shape
         save_task(model, name, tmp_path / f"{name}.safetensors")
     model.eval()
     want = model(ids, mask, task="b")
-    # The modules themselves are held, not only their ids: a freed module's address can be reused.
-    released = [model.tasks[n] for n in ("a", "b")]
+    # The modules are held, so their ids stay theirs: a freed module's address can be reused.
+    held = [model.tasks[n] for n in ("a", "b")]
+    released = {id(m) for m in held}
     model.remove_task("a")
     model.remove_task("b")
     load_task(model, tmp_path / "b.safetensors")
-    assert any(model.tasks["b"] is m for m in released) and model.tasks["b"].spec.name == "b"
+    assert id(model.tasks["b"]) in released and model.tasks["b"].spec.name == "b"
     assert torch.equal(model(ids, mask, task="b"), want)
-    other_shape = model.add_task(spec("c", bottleneck=4), initialise=False)
-    assert not any(other_shape is m for m in released), "other shapes are built"
-    fresh = model.add_task(spec("d"))
-    assert not any(fresh is m for m in released), "a random init never takes a spare"
+    assert id(model.add_task(spec("c", bottleneck=4), initialise=False)) not in released, "other shapes are built"
+    assert id(model.add_task(spec("d"))) not in released, "a random init never takes a spare"
     model = tiny_model()
     many = [f"t{i}" for i in range(MAX_SPARES + 4)]
-    built = [model.add_task(spec(name)) for name in many]
+    held = [model.add_task(spec(name)) for name in many]
+    built = {id(m) for m in held}
     for name in many:
         model.remove_task(name)
-    taken = [model.add_task(spec(f"u{name}"), initialise=False) for name in many]
-    assert sum(any(t is b for b in built) for t in taken) == MAX_SPARES, "spares are capped"
+    taken = [id(model.add_task(spec(f"u{name}"), initialise=False)) in built for name in many]
+    assert sum(taken) == MAX_SPARES, "spares are capped"
 
 
 def test_a_spare_is_reused_for_a_task_with_another_label_count_and_answers_as_a_fresh_load(tmp_path):
