@@ -169,6 +169,15 @@ def test_the_invariant_check_fails_on_a_leftover_fsck_does_not_list(backend, mon
         repair_and_check(backend, registry)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_kill_inside_a_progress_bar_lock_does_not_hang_later_add_tasks(backend, server):  # noqa: F811
+    """A kill loop once froze here: a child killed while creating a progress bar kept tqdm's
+    cross-process lock held, and every add-task forked after it waited on that lock forever."""
+    assert server.request(op="kill_in_bar_lock") == {"held": True, "code": -9}
+    _ok(server.add("after"))
+    assert [t.name for t in backend.registry().tasks()] == ["after"]
+
+
 def _kill_loop(backend, server, kills: int, seed: int) -> dict:  # noqa: F811
     """Half the kill moments are uniform over an add-task's whole run, half over its second half,
     where training, the bundle write, re-evaluation and the commit happen (loading the model and

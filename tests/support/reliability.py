@@ -106,8 +106,10 @@ class ForkServer:
 
     def warm_up(self, scratch: Path, task_args: list[str]) -> None:
         self.for_registry(["--registry", str(scratch / "warmup.db")], task_args)
-        threads = self.request(op="warmup")["python_threads"]
+        reply = self.request(op="warmup")
+        threads = reply["python_threads"]
         assert threads == ["MainThread"], f"the fork server must not fork with threads running: {threads}"
+        assert not reply["tqdm_process_lock"], "a lock shared with every child would hang them all after one kill"
 
     def close(self) -> None:
         self.proc.stdin.close()

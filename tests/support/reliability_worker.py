@@ -12,6 +12,7 @@ carries "base_args" (the cadapt arguments before `add-task`, i.e. the registry) 
   {"op": "add", "name": N, "delay": seconds|null, "crash_at": step|null, ...}
       fork one add-task; SIGKILL it after `delay` seconds if it is still running.
   {"op": "many", "names": [...], ...}   fork one add-task per name at once and wait for all.
+  {"op": "kill_in_bar_lock", ...}   fork a child that takes tqdm's lock and SIGKILL it there.
   {"op": "warmup", ...}   one add-task in the server itself, on a scratch registry (see warm_up).
 Replies give each child's exit code (negative: killed by that signal), whether it was killed,
 its wall time and the tail of its stderr (children's stderr goes to files in LOG_DIR).
@@ -43,6 +44,11 @@ from continual_adapters.stream.runner import Runner  # noqa: F401  (imported her
 # lock held hangs in its first progress bar).
 torch.set_num_threads(1)
 tqdm.tqdm.monitor_interval = 0
+# No lock shared between processes either: tqdm's default lock includes a multiprocessing RLock (a
+# semaphore that every forked child shares), and a child killed -9 while it holds it (each bar
+# takes it when created) leaves it held for good, so every later child hangs in its first bar.
+# A plain thread lock is copied into each child instead, so a kill takes its copy with it.
+tqdm.tqdm.set_lock(threading.RLock())
 CHILD_TIMEOUT = 300.0
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -125,6 +131,23 @@ def many(request: dict, n: int) -> dict:
     return {"results": results}
 
 
+def kill_in_bar_lock(request: dict, n: int) -> dict:
+    """Fork a child that takes tqdm's lock (as every new progress bar does) and SIGKILL it while it
+    holds it: the moment after which, were the lock shared between processes, no child could
+    ever make a progress bar again."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if not pid:
+        tqdm.tqdm.get_lock().acquire()
+        os.write(write_end, b"1")
+        time.sleep(CHILD_TIMEOUT)
+        os._exit(0)
+    held = os.read(read_end, 1) == b"1"
+    os.close(read_end)
+    os.close(write_end)
+    return {"held": held, "code": -os.WTERMSIG(_kill(pid))}
+
+
 def warm_up(request: dict) -> dict:
     """One add-task in this process, on a scratch registry: the first forward and backward pass and
     the encoder loading do one-time work (seconds here) that every child would otherwise repeat."""
@@ -134,14 +157,17 @@ def warm_up(request: dict) -> dict:
     except SystemExit as exc:
         if exc.code:
             raise
-    return {"python_threads": [t.name for t in threading.enumerate()]}
+    return {
+        "python_threads": [t.name for t in threading.enumerate()],
+        "tqdm_process_lock": getattr(tqdm.std.TqdmDefaultWriteLock, "mp_lock", None) is not None,
+    }
 
 
 def main() -> None:
     print(json.dumps({"ready": True}), flush=True)
     for n, line in enumerate(sys.stdin):
         request = json.loads(line)
-        handler = {"add": add, "many": many}.get(request["op"])
+        handler = {"add": add, "many": many, "kill_in_bar_lock": kill_in_bar_lock}.get(request["op"])
         reply = handler(request, n) if handler else warm_up(request)
         print(json.dumps(reply), flush=True)
 
